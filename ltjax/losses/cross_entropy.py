@@ -1,0 +1,142 @@
+"""Softmax cross-entropy and its reweighted relatives: focal and class-balanced losses."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ltjax.losses import _math
+from ltjax.losses._checks import check_choice, check_class_vector
+from ltjax.losses.class_vectors import class_balanced_weights
+
+CLASS_BALANCED_LOSS_TYPES = ("softmax", "sigmoid", "focal")
+
+
+@_math.per_example_loss
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0) -> jax.Array:
+    r"""Softmax cross-entropy with integer labels and optional label smoothing.
+
+    .. math:: \ell = -\sum_j q_j \log p_j, \quad q = (1 - \alpha)\,\mathrm{onehot}(y) + \alpha / C
+
+    Args:
+      logits: `[..., C]` float32 or bfloat16 (the math runs in float32).
+      labels: `[...]` integer class indices in [0, C); an out-of-range label gives NaN for that example.
+      label_smoothing: alpha in [0, 1]; 0 is plain cross-entropy.
+
+    Returns:
+      `[...]` float32 per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax.losses import softmax_cross_entropy
+      >>> softmax_cross_entropy(jnp.array([[0.0, 0.0]]), jnp.array([1])).round(4)
+      Array([0.6931], dtype=float32)
+    """
+    num_classes = logits.shape[-1]
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    other_mass = label_smoothing / num_classes
+    return _math.smoothed_nll(
+        _math.log_probs(logits), labels, target_mass=1.0 - label_smoothing + other_mass, other_mass=other_mass
+    )
+
+
+@_math.per_example_loss
+def focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    gamma: float = 1.0,
+    class_weights: jax.Array | None = None,
+    stop_gradient_modulator: bool = False,
+) -> jax.Array:
+    r"""Softmax focal loss (Lin et al., ICCV 2017), in the form the long-tail repos use.
+
+    .. math:: \ell = -w_y (1 - p_y)^\gamma \log p_y
+
+    The modulator is differentiated (as in LDAM-DRW's `FocalLoss`); `stop_gradient_modulator=True` gives the KPS
+    repository's detached variant. With `gamma=0` and no weights this is cross-entropy.
+
+    Args:
+      logits: `[..., C]` float32 or bfloat16.
+      labels: `[...]` integer class indices; out-of-range gives NaN.
+      gamma: focusing exponent >= 0 (scalar, or per-example `[...]`).
+      class_weights: optional `[C]` weights `w`, e.g. from `class_balanced_weights`.
+      stop_gradient_modulator: treat `(1 - p_y)^gamma` as a constant.
+
+    Returns:
+      `[...]` float32 per-example losses.
+
+    Differences from the reference code: the LDAM, IB and KPS repos compute `p_y = exp(-w_y CE)` from the
+    *weighted* cross-entropy, i.e. `p_y ** w_y`; ltjax takes `p_y` from the unweighted log-softmax and applies
+    `w_y` outside the modulator.
+
+    References:
+      Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
+    """
+    num_classes = logits.shape[-1]
+    if class_weights is not None:
+        check_class_vector(class_weights, num_classes, "class_weights")
+    log_prob_true = _math.take_true_class(_math.log_probs(logits), labels)
+    modulator = _math.power_of_nonnegative(_math.one_minus_prob(log_prob_true), gamma)
+    if stop_gradient_modulator:
+        modulator = jax.lax.stop_gradient(modulator)
+    return _math.weight_per_example(-modulator * log_prob_true, class_weights, labels)
+
+
+@_math.per_example_loss
+def class_balanced_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts: jax.Array,
+    beta: float = 0.9999,
+    loss_type: str = "softmax",
+    gamma: float = 1.0,
+    normalization: str = "num_classes",
+) -> jax.Array:
+    r"""Class-balanced loss (Cui et al., CVPR 2019): the true class's weight on a softmax, sigmoid or focal loss.
+
+    .. math::
+      w_c = \frac{1-\beta}{1-\beta^{n_c}}, \qquad
+      \ell_{softmax} = -w_y \log p_y, \qquad
+      \ell_{sigmoid} = w_y \sum_j \mathrm{BCE}(z_j, t_j), \qquad
+      \ell_{focal} = w_y \sum_j (1 - p_{t,j})^\gamma \,\mathrm{BCE}(z_j, t_j)
+
+    with :math:`t = \mathrm{onehot}(y)` and :math:`p_{t,j} = \sigma(z_j)` if :math:`t_j = 1` else
+    :math:`1 - \sigma(z_j)`. The focal modulator is differentiated, written as
+    `exp(-gamma * softplus(+-z))` as in the reference. Sigmoid models in the reference initialise the final bias to
+    `-log(C - 1)`.
+
+    Args:
+      logits: `[..., C]` float32 or bfloat16.
+      labels: `[...]` integer class indices; out-of-range gives NaN.
+      class_counts: `[C]` training examples per class (>= 1).
+      beta: effective-number hyper-parameter; 0 gives unit weights.
+      loss_type: `"softmax"`, `"sigmoid"` or `"focal"` (sigmoid focal).
+      gamma: focusing exponent of the focal variant.
+      normalization: weight normalisation, see `normalize_class_weights` (the paper: sum to C).
+
+    Returns:
+      `[...]` float32 per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
+
+    References:
+      Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019
+      (github.com/richardaecn/class-balanced-loss). The popular PyTorch port vandit15/Class-balanced-loss-pytorch
+      computes a different loss (BCE on softmax outputs) and is not followed.
+    """
+    num_classes = logits.shape[-1]
+    check_class_vector(class_counts, num_classes, "class_counts")
+    check_choice(loss_type, CLASS_BALANCED_LOSS_TYPES, "loss_type")
+    class_weights = class_balanced_weights(class_counts, beta=beta, normalization=normalization)
+    if loss_type == "softmax":
+        losses = _math.cross_entropy(logits, labels)
+    else:
+        # `signed` is z for the target class and -z elsewhere: BCE = softplus(-signed) and log(1 - p_t) =
+        # -softplus(signed). Both softplus terms share log1p(exp(-|signed|)), computed once per element.
+        signed = jnp.where(_math.target_mask(labels, num_classes), 1.0, -1.0) * _math.as_float32(logits)
+        shared = jnp.log1p(jnp.exp(-jnp.abs(signed)))
+        per_class = jnp.maximum(-signed, 0.0) + shared
+        if loss_type == "focal":
+            per_class = per_class * jnp.exp(-gamma * (jnp.maximum(signed, 0.0) + shared))
+        losses = jnp.sum(per_class, axis=-1)
+    return _math.weight_per_example(losses, class_weights, labels)

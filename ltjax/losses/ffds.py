@@ -1,0 +1,121 @@
+"""FFDS: frequency-weighted focusing with dynamic probability smoothing (Nah et al., ICIP 2023)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ltjax.losses import _math
+from ltjax.losses._checks import check_class_vector
+from ltjax.losses.class_vectors import class_balanced_weights, freqfocus_gammas
+
+# The reference clamps probabilities to [EPS, 1 - EPS] before the log and before DynaSmooth.
+PROBABILITY_CLIP = 1e-6
+
+
+def clipped_log_probs(logits: jax.Array) -> jax.Array:
+    """`log(clip(softmax(z), 1e-6, 1 - 1e-6))`, computed from the log-softmax (the clamp of the reference)."""
+    return jnp.clip(_math.log_probs(logits), jnp.log(PROBABILITY_CLIP), jnp.log1p(-PROBABILITY_CLIP))
+
+
+def dynasmooth_probs(
+    true_class_probs: jax.Array, group_mean_probs: jax.Array, *, smoothing_strength: float = 0.9
+) -> jax.Array:
+    r"""DynaSmooth (FFDS eq. 8 with the code's `f(d) = (k d)^2`): pulls `p_y` towards its group's mean.
+
+    .. math:: d = \sqrt{p_y} - \sqrt{\mu}, \quad f = (k d)^2, \quad \hat p_y = p_y - f (p_y - \mu)
+
+    For `k <= 1`, `|d| <= 1` so `p_hat` is a convex combination of `p_y` and `mu`, inside [0, 1].
+
+    Args:
+      true_class_probs: `[...]` probabilities of the true class.
+      group_mean_probs: `[...]` previous epoch's mean true-class probability of each example's frequency group.
+      smoothing_strength: `k`.
+
+    Returns:
+      `[...]` smoothed probabilities `p_hat`.
+    """
+    distance = jnp.sqrt(true_class_probs) - jnp.sqrt(group_mean_probs)
+    pull = (smoothing_strength * distance) ** 2
+    return true_class_probs - pull * (true_class_probs - group_mean_probs)
+
+
+@_math.per_example_loss
+def ffds_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts: jax.Array,
+    class_mean_probs: jax.Array,
+    has_means: bool | jax.Array = True,
+    beta: float = 0.9999,
+    gamma_min: float = 0.0,
+    gamma_max: float = 3.0,
+    focus_form: str = "concave",
+    weight_normalization: str = "inverse_num_classes",
+    label_smoothing: float = 0.1,
+    smoothing_strength: float = 0.9,
+) -> jax.Array:
+    r"""FFDS loss: class-balanced, frequency-focused, dynamically smoothed label-smoothing cross-entropy.
+
+    .. math::
+      \ell = w_y\, \mathrm{sg}\big[(1 - \hat p_y)^{\gamma_y}\big] \sum_j -Q_j \log \tilde p_j, \qquad
+      Q_y = 1 - \epsilon,\ Q_{j \ne y} = \frac{\epsilon}{C - 1}
+
+    with :math:`\tilde p = \mathrm{clip}(\mathrm{softmax}(z), 10^{-6}, 1 - 10^{-6})`, :math:`w` the class-balanced
+    weights, :math:`\gamma` the FreqFocus exponents (`freqfocus_gammas`), and :math:`\hat p_y` DynaSmooth of the
+    clipped :math:`\tilde p_y` towards the group mean :math:`\mu` (`dynasmooth_probs`). The modulator carries no
+    gradient, as in the reference (`gt_probs` is taken under `no_grad`). While `has_means` is False (the first
+    epoch of a fresh DynaSmooth state) the loss is plain cross-entropy, as in the reference.
+
+    Args:
+      logits: `[..., C]` float32 or bfloat16.
+      labels: `[...]` integer class indices; out-of-range gives NaN.
+      class_counts: `[C]` training examples per class.
+      class_mean_probs: `[C]` each class's group mean probability from the previous epoch
+        (`dynasmooth.class_mean_probs(state)`).
+      has_means: whether `class_mean_probs` holds a finished epoch (`state.has_means`); may be traced.
+      beta: class-balanced beta (CIFAR-100 IF10 uses 0.999).
+      gamma_min, gamma_max, focus_form: FreqFocus range and form (`"linear"`, `"convex"`, `"concave"`).
+      weight_normalization: the reference's weights sum to 1/C (`"inverse_num_classes"`); see
+        `normalize_class_weights` for the alternatives.
+      label_smoothing: epsilon.
+      smoothing_strength: DynaSmooth's `k`.
+
+    Returns:
+      `[...]` float32 per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
+
+    Differences from the reference code: FreqFocus uses the min/max counts rather than the first/last class (class
+    order does not matter); the group statistics must be fed from training batches only (the reference also feeds
+    them from the test pass, a leak ltjax does not copy: see `ltjax.dynasmooth`).
+
+    References:
+      Nah et al., Rethinking Long-tailed Visual Recognition with Dynamic Probability Smoothing and Frequency
+      Weighted Focusing, ICIP 2023 (github.com/nwjun/FFDS-Loss, `losses/ffds.py`).
+    """
+    num_classes = logits.shape[-1]
+    check_class_vector(class_counts, num_classes, "class_counts")
+    check_class_vector(class_mean_probs, num_classes, "class_mean_probs")
+    if num_classes < 2 and label_smoothing:
+        raise ValueError("FFDS label smoothing spreads epsilon over C - 1 classes and needs C >= 2")
+    log_probs = clipped_log_probs(logits)
+    smoothed_ce = _math.smoothed_nll(
+        log_probs,
+        labels,
+        target_mass=1.0 - label_smoothing,
+        other_mass=label_smoothing / max(num_classes - 1, 1),
+    )
+    true_class_probs = jax.lax.stop_gradient(jnp.exp(_math.take_true_class(log_probs, labels)))
+    smoothed_probs = dynasmooth_probs(
+        true_class_probs,
+        _math.per_example(class_mean_probs, labels),
+        smoothing_strength=smoothing_strength,
+    )
+    gammas = _math.per_example(
+        freqfocus_gammas(class_counts, gamma_min=gamma_min, gamma_max=gamma_max, form=focus_form), labels
+    )
+    modulator = _math.power_of_nonnegative(1.0 - smoothed_probs, gammas)
+    class_weights = class_balanced_weights(class_counts, beta=beta, normalization=weight_normalization)
+    ffds = _math.weight_per_example(modulator * smoothed_ce, class_weights, labels)
+    if isinstance(has_means, bool):
+        return ffds if has_means else _math.cross_entropy(logits, labels)
+    return jnp.where(has_means, ffds, _math.cross_entropy(logits, labels))
