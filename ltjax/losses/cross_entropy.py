@@ -70,6 +70,14 @@ def focal_loss(
     *weighted* cross-entropy, i.e. `p_y ** w_y`; ltjax takes `p_y` from the unweighted log-softmax and applies
     `w_y` outside the modulator.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.focal_loss(logits, labels, gamma=2.0).tolist()
+      [0.0111, 0.4013]
+
     References:
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
     """
@@ -118,6 +126,14 @@ def class_balanced_loss(
 
     Returns:
       `[...]` float32 per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.class_balanced_loss(logits, labels, class_counts=counts, beta=0.99).tolist()
+      [0.0416, 2.2324]
 
     References:
       Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019

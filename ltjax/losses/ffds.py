@@ -88,6 +88,15 @@ def ffds_loss(
     order does not matter); the group statistics must be fed from training batches only (the reference also feeds
     them from the test pass, a leak ltjax does not copy: see `ltjax.dynasmooth`).
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> means = jnp.array([0.7, 0.4, 0.2])
+      >>> losses.ffds_loss(logits, labels, class_counts=counts, class_mean_probs=means).tolist()
+      [5.95e-05, 0.2607]
+
     References:
       Nah et al., Rethinking Long-tailed Visual Recognition with Dynamic Probability Smoothing and Frequency
       Weighted Focusing, ICIP 2023 (github.com/nwjun/FFDS-Loss, `losses/ffds.py`).

@@ -47,6 +47,14 @@ def iif_loss(
     Returns:
       `[...]` float32 per-example losses (the reference takes a plain batch mean, also with weights).
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.iif_loss(logits, labels, class_counts=counts).tolist()
+      [0.9653, 0.6620]
+
     References:
       Alexandridis et al., Inverse Image Frequency for Long-tailed Image Recognition, IEEE TIP 2023
       (github.com/kostas1515/iif, `classification/custom.py`).

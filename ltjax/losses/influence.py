@@ -54,6 +54,14 @@ def influence_balanced_loss(
     Differences from the reference code: the focal variant takes `p_y` from the unweighted log-softmax (the
     reference uses `exp(-w_y CE)`), as for `focal_loss`.
 
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.influence_balanced_loss(logits, labels, jnp.array([10.0, 4.0]), class_counts=counts).tolist()
+      [6.4918, 456.6199]
+
     References:
       Park et al., Influence-Balanced Loss for Imbalanced Visual Classification, ICCV 2021
       (github.com/pseulki/IB-Loss, `losses.py`).

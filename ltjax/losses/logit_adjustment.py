@@ -31,6 +31,14 @@ def logit_adjusted_loss(
 
     Returns:
       `[...]` float32 per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.logit_adjusted_loss(logits, labels, class_priors=counts / counts.sum()).tolist()
+      [0.0460, 3.0442]
     """
     num_classes = logits.shape[-1]
     check_class_vector(class_priors, num_classes, "class_priors")
@@ -58,6 +66,14 @@ def balanced_softmax_loss(logits: jax.Array, labels: jax.Array, *, class_counts:
 
     Returns:
       `[...]` float32 per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.balanced_softmax_loss(logits, labels, class_counts=counts).tolist()
+      [0.0460, 3.0442]
     """
     num_classes = logits.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")

@@ -50,6 +50,14 @@ def ldam_loss(
 
     Returns:
       `[...]` float32 per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> cosines, labels = jnp.array([[0.2, 0.1, -0.3], [0.2, 0.1, 0.4]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.ldam_loss(cosines, labels, class_counts=counts).tolist()
+      [4.1096, 9.0487]
     """
     num_classes = cosines.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
@@ -94,6 +102,14 @@ def kps_loss(
 
     Differences from the reference code: margins and GA scales come from the counts, not from flipping the radius
     vector, so class order does not matter (equal to the reference up to count flooring on sorted classes).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> cosines, labels = jnp.array([[0.2, 0.1, -0.3], [0.2, 0.1, 0.4]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> losses.kps_loss(cosines, labels, class_counts=counts, gradient_adjustment=True).tolist()
+      [0.1898, 4.0768]
     """
     num_classes = cosines.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
@@ -131,6 +147,15 @@ def swrm_loss(
 
     Differences from the reference code: no public code exists; the open points (window order and edges, the
     similarity kernel, coordinate standardisation) are settled as `similarity_window` documents.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> logits, labels = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]), jnp.array([0, 2])
+      >>> counts = jnp.array([100, 20, 5])
+      >>> weights, margins = jnp.array([0.5, 1.0, 2.0]), jnp.array([0.0, 0.1, 0.3])
+      >>> losses.swrm_loss(logits, labels, class_weights=weights, margins=margins).tolist()
+      [0.1207, 1.6456]
     """
     num_classes = logits.shape[-1]
     check_class_vector(class_weights, num_classes, "class_weights")

@@ -28,6 +28,12 @@ def weighted_mean(weighted_losses: jax.Array, sample_weights: jax.Array) -> jax.
 
     Returns:
       A float32 scalar; 0 when every weight is 0 (an empty or fully masked batch), never NaN.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ltjax import losses
+      >>> losses.weighted_mean(jnp.array([1.0, 6.0]), jnp.array([1.0, 3.0]))
+      Array(1.75, dtype=float32)
     """
     if jnp.shape(weighted_losses) != jnp.shape(sample_weights):
         raise ValueError(
