@@ -1,1 +1,37 @@
-"""Long-tailed datasets in their real formats, literature splits, samplers, augmentation and the input pipeline."""
+"""Long-tailed datasets in their real formats, literature splits, samplers, augmentation and the input pipeline.
+
+Loaders return an `ImageSource` (`ArraySource` in memory or `FileSource` on disk); `TrainPipeline` and
+`eval_batches` turn a source into device-split batches. CIFAR (`ltjax.data.cifar`) is imported on demand, since it
+pulls in tensorflow-datasets.
+"""
+from ltjax.data.digits import load_digits_lt
+from ltjax.data.ictext import load_ictext_lt
+from ltjax.data.longtail import longtail_counts
+from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
+from ltjax.data.samplers import make_sampler, split_for_devices
+from ltjax.data.source import ArraySource, FileSource, ImageSource
+from ltjax.data.split_files import load_split, read_split_file, verify_split_file
+from ltjax.data.splits import LongTailSplits, SplitManifest, held_out_validation_indices, select_longtail_indices
+from ltjax.data.tiny_imagenet import load_tiny_imagenet
+
+__all__ = [
+    "ArraySource",
+    "Batch",
+    "FileSource",
+    "ImageSource",
+    "LongTailSplits",
+    "SplitManifest",
+    "TrainPipeline",
+    "eval_batches",
+    "held_out_validation_indices",
+    "load_digits_lt",
+    "load_ictext_lt",
+    "load_split",
+    "load_tiny_imagenet",
+    "longtail_counts",
+    "make_sampler",
+    "read_split_file",
+    "select_longtail_indices",
+    "split_for_devices",
+    "verify_split_file",
+]

