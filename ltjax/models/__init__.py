@@ -1,0 +1,84 @@
+"""Backbones and classifier heads for long-tailed recognition (Flax Linen, used functionally).
+
+Return convention: every model's `__call__(x, train)` takes NHWC images `[B, H, W, 3]` and returns
+`ModelOutput(logits, features)`, a NamedTuple (so also a plain `(logits, features)` pair and a pytree):
+
+- `logits`: `[B, C]` float32 (cosines in [-1, 1] for head="normed");
+- `features`: `[B, D]` float32 penultimate features, after the last ReLU and global average pooling (D = 64 for
+  ResNet-32, 512 for ResNet-10/18, 2048 for ResNet-50): IB uses their L1 norm, SWRM their class means.
+
+Usage::
+
+    model = create_model("resnet32", num_classes=10)
+    variables = model.init(key, images, train=False)          # {"params", "batch_stats"}
+    (logits, features), updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    logits, features = model.apply(variables, images, train=False)
+
+Mixed precision: `create_model(..., dtype=jnp.bfloat16)` runs the convolutions in bfloat16 with float32
+parameters (`param_dtype`, default float32); BatchNorm, pooling, the features and the head stay float32.
+"""
+from __future__ import annotations
+
+import functools
+
+from flax import linen as nn
+
+from ltjax.models.heads import (
+    HEAD_NAMES,
+    CosineClassifierHead,
+    LinearHead,
+    ModelOutput,
+    NormedLinearHead,
+    safe_l2_normalize,
+)
+from ltjax.models.resnet import BasicBlock, Bottleneck, ResNet
+from ltjax.models.resnet_cifar import CifarBasicBlock, CifarResNet, option_a_shortcut
+
+_ARCHITECTURES = {
+    "resnet32": functools.partial(CifarResNet, blocks_per_stage=(5, 5, 5)),
+    "resnet10": functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block=BasicBlock),
+    "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
+    "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck),
+}
+MODEL_NAMES = tuple(_ARCHITECTURES)
+
+
+def create_model(name: str, num_classes: int, head: str = "linear", **kwargs) -> nn.Module:
+    """The model called `name` with `num_classes` outputs and the given head.
+
+    Args:
+      name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet10", "resnet18", "resnet50" (torchvision layout).
+      num_classes: C.
+      head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier).
+      **kwargs: further attributes of the model class: `dtype`, `param_dtype`, `cosine_learnable_scale`, and for the
+        torchvision ResNets `small_input`.
+
+    Returns:
+      An unbound Flax module; see the module docstring for how to call it.
+
+    Raises:
+      ValueError: for an unknown `name` or `head`.
+    """
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    if head not in HEAD_NAMES:
+        raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEAD_NAMES)}")
+    return _ARCHITECTURES[name](num_classes=num_classes, head=head, **kwargs)
+
+
+__all__ = [
+    "HEAD_NAMES",
+    "MODEL_NAMES",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarBasicBlock",
+    "CifarResNet",
+    "CosineClassifierHead",
+    "LinearHead",
+    "ModelOutput",
+    "NormedLinearHead",
+    "ResNet",
+    "create_model",
+    "option_a_shortcut",
+    "safe_l2_normalize",
+]

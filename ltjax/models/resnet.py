@@ -1,0 +1,207 @@
+"""ResNet-10/18/50 for larger images, laid out as torchvision builds them.
+
+He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), Table 1, in torchvision's form
+(`torchvision/models/resnet.py`), which is what the long-tail references use: FFDS trains torchvision's ResNet-18
+on Tiny ImageNet and ICText (nwjun/FFDS-Loss), IIF uses its copy `classification/resnet_pytorch.py`
+(kostas1515/iif), and ResNet-10 ([1, 1, 1, 1] BasicBlocks) is the ImageNet-LT backbone of Liu et al. (OLTR, CVPR
+2019). Specifically:
+
+- stem: 7x7 stride-2 convolution (padding 3) with 64 channels, BatchNorm, ReLU, 3x3 stride-2 max-pool (padding 1);
+- four stages with 64/128/256/512 channels at strides 1/2/2/2; BasicBlock (expansion 1) for ResNet-10/18,
+  Bottleneck (1x1-3x3-1x1, expansion 4) for ResNet-50, with the stride on the 3x3 convolution ("ResNet v1.5");
+- projection shortcuts (1x1 convolution + BatchNorm, "option B") where the shape changes;
+- init as torchvision: convolutions kaiming-normal with fan_out and gain sqrt(2); BatchNorm scale 1, bias 0; the
+  linear head PyTorch's default, kernel and bias uniform(-1/sqrt(D), 1/sqrt(D)).
+
+Parameter counts with the linear head and 1000 classes match torchvision: ResNet-18 11,689,512, ResNet-50
+25,557,032 (ResNet-10: 5,418,792).
+
+`small_input=True` replaces the stem by a 3x3 stride-1 convolution (padding 1) and drops the max-pool, so 32-64 px
+images (CIFAR, ICText at 32 px, Tiny ImageNet at 64 px trained from scratch) are not downsampled 4x before the
+first stage; the stages are unchanged. This is the usual CIFAR adaptation of the ImageNet ResNets (e.g.
+kuangliu/pytorch-cifar `models/resnet.py`). It changes the stem's parameter count (3x3x3x64 instead of 7x7x3x64).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from ltjax.models.heads import ModelOutput, make_head, pytorch_linear_kernel_init
+from ltjax.models.resnet_cifar import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
+
+# torchvision ResNet: `nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")` on every conv.
+kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class _ResidualBlock(nn.Module):
+    """Shared attributes and layer factories of the two torchvision blocks."""
+
+    channels: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    expansion = 1
+
+    @nn.nowrap
+    def conv(self, features: int, kernel: int, strides: int = 1, *, name: str) -> nn.Conv:
+        padding = (kernel - 1) // 2
+        return nn.Conv(
+            features,
+            (kernel, kernel),
+            strides=strides,
+            padding=((padding, padding), (padding, padding)),
+            use_bias=False,
+            kernel_init=kaiming_normal_fan_out,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
+
+    @nn.nowrap
+    def norm(self, train: bool, *, name: str) -> nn.BatchNorm:
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BATCH_NORM_MOMENTUM,
+            epsilon=BATCH_NORM_EPSILON,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
+
+    @nn.nowrap
+    def shortcut(self, x: jax.Array, train: bool) -> jax.Array:
+        """Identity, or a 1x1 projection + BatchNorm where the stride or the channels change."""
+        out_channels = self.channels * self.expansion
+        if self.strides == 1 and x.shape[-1] == out_channels:
+            return x
+        projected = self.conv(out_channels, 1, self.strides, name="downsample_conv")(x)
+        return self.norm(train, name="downsample_bn")(projected)
+
+
+class BasicBlock(_ResidualBlock):
+    """conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU (torchvision `BasicBlock`, expansion 1).
+
+    Attributes:
+      channels: output channels.
+      strides: stride of the first convolution and of the projection.
+      dtype: compute dtype of the convolutions; BatchNorm always computes in float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = self.conv(self.channels, 3, self.strides, name="conv1")(x)
+        y = nn.relu(self.norm(train, name="bn1")(y))
+        y = self.conv(self.channels, 3, name="conv2")(y)
+        y = self.norm(train, name="bn2")(y)
+        return nn.relu(y + self.shortcut(x, train))
+
+
+class Bottleneck(_ResidualBlock):
+    """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1(4x channels)-BN + shortcut, ReLU (torchvision
+    `Bottleneck`, expansion 4, stride on the 3x3 convolution).
+
+    Attributes:
+      channels: width of the 1x1 and 3x3 convolutions; the block outputs `4 * channels`.
+      strides: stride of the 3x3 convolution and of the projection.
+      dtype: compute dtype of the convolutions; BatchNorm always computes in float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = self.conv(self.channels, 1, name="conv1")(x)
+        y = nn.relu(self.norm(train, name="bn1")(y))
+        y = self.conv(self.channels, 3, self.strides, name="conv2")(y)
+        y = nn.relu(self.norm(train, name="bn2")(y))
+        y = self.conv(self.channels * self.expansion, 1, name="conv3")(y)
+        y = self.norm(train, name="bn3")(y)
+        return nn.relu(y + self.shortcut(x, train))
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet with an ltjax head.
+
+    `__call__(x, train)` takes `[B, H, W, 3]` images and returns `ModelOutput(logits [B, C], features [B, D])`,
+    both float32, with D = 512 for BasicBlock and 2048 for Bottleneck networks. With `train=True` BatchNorm uses
+    batch statistics and updates `batch_stats` (apply with `mutable=["batch_stats"]`).
+
+    Attributes:
+      num_classes: C.
+      stage_sizes: blocks per stage: (1, 1, 1, 1) ResNet-10, (2, 2, 2, 2) ResNet-18, (3, 4, 6, 3) ResNet-50.
+      block: `BasicBlock` or `Bottleneck`.
+      small_input: 3x3 stride-1 stem without max-pool, for 32-64 px images (see the module docstring).
+      head: "linear", "normed" or "cosine"; see `ltjax.models.heads`.
+      cosine_learnable_scale: with head="cosine", learn the scale (IIF's `lr_cosine`).
+      dtype: compute dtype of the convolutions (e.g. `jnp.bfloat16`); BatchNorm, pooling and the head compute in
+        float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    num_classes: int
+    stage_sizes: Sequence[int]
+    block: type[_ResidualBlock] = BasicBlock
+    small_input: bool = False
+    head: str = "linear"
+    cosine_learnable_scale: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    stage_channels = (64, 128, 256, 512)
+    stage_strides = (1, 2, 2, 2)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> ModelOutput:
+        stem_conv = functools.partial(
+            nn.Conv,
+            self.stage_channels[0],
+            use_bias=False,
+            kernel_init=kaiming_normal_fan_out,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="stem_conv",
+        )
+        if self.small_input:
+            x = stem_conv((3, 3), padding=((1, 1), (1, 1)))(x)
+        else:
+            x = stem_conv((7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BATCH_NORM_MOMENTUM,
+            epsilon=BATCH_NORM_EPSILON,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            name="stem_bn",
+        )(x)
+        x = nn.relu(x)
+        if not self.small_input:
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for stage, (num_blocks, channels, stage_stride) in enumerate(
+            zip(self.stage_sizes, self.stage_channels, self.stage_strides), start=1
+        ):
+            for block in range(num_blocks):
+                x = self.block(
+                    channels,
+                    strides=stage_stride if block == 0 else 1,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"stage{stage}_block{block + 1}",
+                )(x, train)
+        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        head = make_head(
+            self.head,
+            self.num_classes,
+            linear_kernel_init=pytorch_linear_kernel_init,
+            cosine_learnable_scale=self.cosine_learnable_scale,
+            param_dtype=self.param_dtype,
+        )
+        return ModelOutput(logits=head(features), features=features)

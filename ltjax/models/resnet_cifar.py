@@ -1,0 +1,177 @@
+"""ResNet-32 for CIFAR, as the long-tail references build it (LDAM-DRW, IB, FFDS, KPS, IIF).
+
+He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), §4.2: a 3x3 stem with 16 channels, three
+stages of n BasicBlocks with 16/32/64 channels at strides 1/2/2 (depth 6n + 2; n = 5 gives ResNet-32), global
+average pooling and a classifier. The code follows `ResNet_s(BasicBlock, [5, 5, 5])` in kaidic/LDAM-DRW
+`models/resnet_cifar.py` (copied unchanged into pseulki/IB-Loss, nwjun/FFDS-Loss, Keke921/KPSLoss and
+kostas1515/iif `classification/resnet_cifar.py`):
+
+- convolutions without bias, each followed by BatchNorm;
+- the parameter-free option-A shortcut where the shape changes (see `option_a_shortcut`);
+- kaiming-normal init (`init.kaiming_normal_`: fan_in, gain sqrt(2), untruncated) of every convolution and of the
+  linear head's kernel; the linear head's bias keeps PyTorch's default, uniform(-1/sqrt(64), 1/sqrt(64)), since the
+  reference re-initialises only weights; BatchNorm scale 1 and bias 0.
+
+With the linear head and C classes it has 463,504 + 65 C parameters (464,154 for CIFAR-10, 0.46M in the reference's
+table). BatchNorm uses PyTorch's momentum 0.1 (Flax `momentum=0.9`) and epsilon 1e-5.
+
+Difference from PyTorch: Flax updates the running variance with the biased batch variance, PyTorch with the unbiased
+one, a factor n / (n - 1) with n = batch x height x width (>= 4096 for batch 64 on CIFAR, so under 0.03 %).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from ltjax.models.heads import ModelOutput, make_head
+
+# PyTorch `init.kaiming_normal_` defaults: mode fan_in, ReLU gain sqrt(2), a plain (untruncated) normal.
+kaiming_normal_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+BATCH_NORM_MOMENTUM = 0.9  # Flax's decay of the running average; PyTorch's momentum 0.1
+BATCH_NORM_EPSILON = 1e-5  # PyTorch's default
+
+
+def option_a_shortcut(x: jax.Array, out_channels: int, strides: int) -> jax.Array:
+    """The parameter-free shortcut ("option A", He et al. §4.2) for a block that changes shape.
+
+    Keeps every `strides`-th row and column (`x[:, ::2, ::2, :]` in NHWC for the reference's stride 2) and pads
+    `out_channels // 4` zero channels on each side, as LDAM-DRW's
+    `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))` does: the input channels land in the middle.
+
+    Args:
+      x: `[B, H, W, C_in]` with `C_in + 2 * (out_channels // 4) == out_channels` (the channels double).
+      out_channels: the block's output channels.
+      strides: the block's spatial stride.
+
+    Returns:
+      `[B, ceil(H / strides), ceil(W / strides), out_channels]`.
+    """
+    pad = out_channels // 4
+    if x.shape[-1] + 2 * pad != out_channels:
+        raise ValueError(
+            f"option-A shortcut pads out_channels // 4 = {pad} zero channels on each side, which cannot take "
+            f"{x.shape[-1]} input channels to out_channels={out_channels}"
+        )
+    subsampled = x[:, ::strides, ::strides, :]
+    return jnp.pad(subsampled, ((0, 0), (0, 0), (0, 0), (pad, pad)))
+
+
+class CifarBasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the identity or option-A shortcut, then ReLU (LDAM-DRW `BasicBlock`).
+
+    Attributes:
+      channels: output channels.
+      strides: stride of the first convolution.
+      dtype: compute dtype of the convolutions; BatchNorm always computes in float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    channels: int
+    strides: int = 1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        conv = functools.partial(
+            nn.Conv,
+            self.channels,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            kernel_init=kaiming_normal_fan_in,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=BATCH_NORM_MOMENTUM,
+            epsilon=BATCH_NORM_EPSILON,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+        )
+        y = conv(strides=self.strides, name="conv1")(x)
+        y = nn.relu(norm(name="bn1")(y))
+        y = conv(name="conv2")(y)
+        y = norm(name="bn2")(y)
+        if self.strides != 1 or x.shape[-1] != self.channels:
+            shortcut = option_a_shortcut(x, self.channels, self.strides)
+        else:
+            shortcut = x
+        return nn.relu(y + shortcut)
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. §4.2; the defaults make ResNet-32 with a linear head.
+
+    `__call__(x, train)` takes `[B, H, W, 3]` images (32x32 on CIFAR) and returns `ModelOutput(logits [B, C],
+    features [B, 64])`, both float32. With `train=True` BatchNorm uses batch statistics and updates
+    `batch_stats` (apply with `mutable=["batch_stats"]`); with `train=False` it uses the running averages.
+
+    Attributes:
+      num_classes: C.
+      blocks_per_stage: BasicBlocks in each of the three stages; (5, 5, 5) is ResNet-32.
+      head: "linear" (LDAM-DRW, IB, FFDS), "normed" (LDAM, KPS) or "cosine" (IIF); see `ltjax.models.heads`.
+      cosine_learnable_scale: with head="cosine", learn the scale (IIF's `lr_cosine`).
+      dtype: compute dtype of the convolutions (e.g. `jnp.bfloat16`); BatchNorm, pooling and the head compute in
+        float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    num_classes: int
+    blocks_per_stage: Sequence[int] = (5, 5, 5)
+    head: str = "linear"
+    cosine_learnable_scale: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    stage_channels = (16, 32, 64)
+    stage_strides = (1, 2, 2)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> ModelOutput:
+        x = nn.Conv(
+            self.stage_channels[0],
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            kernel_init=kaiming_normal_fan_in,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="stem_conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=BATCH_NORM_MOMENTUM,
+            epsilon=BATCH_NORM_EPSILON,
+            dtype=jnp.float32,
+            param_dtype=self.param_dtype,
+            name="stem_bn",
+        )(x)
+        x = nn.relu(x)
+        for stage, (num_blocks, channels, stage_stride) in enumerate(
+            zip(self.blocks_per_stage, self.stage_channels, self.stage_strides), start=1
+        ):
+            for block in range(num_blocks):
+                x = CifarBasicBlock(
+                    channels,
+                    strides=stage_stride if block == 0 else 1,
+                    dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"stage{stage}_block{block + 1}",
+                )(x, train)
+        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        head = make_head(
+            self.head,
+            self.num_classes,
+            linear_kernel_init=kaiming_normal_fan_in,
+            cosine_learnable_scale=self.cosine_learnable_scale,
+            param_dtype=self.param_dtype,
+        )
+        return ModelOutput(logits=head(features), features=features)

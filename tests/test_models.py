@@ -1,0 +1,361 @@
+"""Tests of `ltjax.models`: parameter counts, shapes, the option-A shortcut, BatchNorm state, heads, bf16.
+
+Speed: on CPU, compiling random-number kernels dominates `init`, so the models are initialised once per module with
+the `rbg` PRNG (several times faster to compile than threefry) and run eagerly; the ResNet-50 and the 224 px
+networks are only traced, with `jax.eval_shape`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from ltjax.models import (
+    MODEL_NAMES,
+    CifarResNet,
+    CosineClassifierHead,
+    LinearHead,
+    ModelOutput,
+    NormedLinearHead,
+    create_model,
+    option_a_shortcut,
+)
+
+
+def make_key(seed: int) -> jax.Array:
+    return jax.random.key(seed, impl="rbg")
+
+
+def num_params(params) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def abstract_variables(model: nn.Module, image_shape: tuple[int, ...]):
+    return jax.eval_shape(lambda key: model.init(key, jnp.zeros(image_shape), train=False), make_key(0))
+
+
+# Parameter counts from the layer shapes, counting what PyTorch counts: conv kernels, BatchNorm scale and bias (the
+# running statistics are buffers in PyTorch and `batch_stats` in Flax), the linear head's kernel and bias.
+def conv_params(kernel: int, in_channels: int, out_channels: int) -> int:
+    return kernel * kernel * in_channels * out_channels
+
+
+def bn_params(channels: int) -> int:
+    return 2 * channels
+
+
+def linear_params(in_features: int, num_classes: int) -> int:
+    return in_features * num_classes + num_classes
+
+
+def basic_block_params(in_channels: int, channels: int, projection: bool) -> int:
+    count = conv_params(3, in_channels, channels) + bn_params(channels)
+    count += conv_params(3, channels, channels) + bn_params(channels)
+    if projection and in_channels != channels:
+        count += conv_params(1, in_channels, channels) + bn_params(channels)
+    return count
+
+
+def resnet32_param_count(num_classes: int) -> int:
+    count = conv_params(3, 3, 16) + bn_params(16)
+    in_channels = 16
+    for channels in (16, 32, 64):
+        for _ in range(5):
+            count += basic_block_params(in_channels, channels, projection=False)  # option A has no parameters
+            in_channels = channels
+    return count + linear_params(64, num_classes)
+
+
+def resnet10_param_count(num_classes: int) -> int:
+    count = conv_params(7, 3, 64) + bn_params(64)
+    in_channels = 64
+    for channels in (64, 128, 256, 512):
+        count += basic_block_params(in_channels, channels, projection=True)
+        in_channels = channels
+    return count + linear_params(512, num_classes)
+
+
+@pytest.fixture(scope="module")
+def resnet32():
+    model = create_model("resnet32", num_classes=10)
+    images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    variables = model.init(make_key(0), images, train=False)
+    return model, images, variables
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar_resnet():
+    """ResNet-8 (one block per stage): the ResNet-32 code path at a quarter of the cost."""
+    model = CifarResNet(num_classes=5, blocks_per_stage=(1, 1, 1))
+    images = jax.random.normal(jax.random.key(2), (2, 16, 16, 3))
+    variables = model.init(make_key(0), images, train=False)
+    return model, images, variables
+
+
+# --- parameter counts and shapes -------------------------------------------------------------------------------
+
+
+def test_resnet32_param_count_matches_reference():
+    variables = abstract_variables(create_model("resnet32", num_classes=10), (1, 32, 32, 3))
+    assert resnet32_param_count(10) == 464_154  # the 0.46M of LDAM-DRW's table, counted from the layers
+    assert num_params(variables["params"]) == resnet32_param_count(10)
+    variables = abstract_variables(create_model("resnet32", num_classes=100), (1, 32, 32, 3))
+    assert num_params(variables["params"]) == resnet32_param_count(100)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("resnet10", resnet10_param_count(1000)), ("resnet18", 11_689_512), ("resnet50", 25_557_032)],
+)
+def test_imagenet_resnet_param_counts_match_torchvision(name, expected):
+    variables = abstract_variables(create_model(name, num_classes=1000), (1, 64, 64, 3))
+    assert num_params(variables["params"]) == expected
+
+
+def test_normed_and_cosine_heads_have_no_bias():
+    for head in ("normed", "cosine"):
+        variables = abstract_variables(create_model("resnet32", num_classes=10, head=head), (1, 32, 32, 3))
+        assert set(variables["params"]["head"]) == {"kernel"}
+        assert num_params(variables["params"]) == resnet32_param_count(10) - 10
+    variables = abstract_variables(
+        create_model("resnet32", num_classes=10, head="cosine", cosine_learnable_scale=True), (1, 32, 32, 3)
+    )
+    assert set(variables["params"]["head"]) == {"kernel", "root_scale"}
+
+
+@pytest.mark.parametrize(
+    "name, image_shape, small_input, feature_dim, last_stage_size",
+    [
+        ("resnet18", (1, 224, 224, 3), False, 512, 7),
+        ("resnet50", (1, 224, 224, 3), False, 2048, 7),
+        ("resnet50", (1, 64, 64, 3), True, 2048, 8),
+        ("resnet10", (1, 32, 32, 3), True, 512, 4),
+    ],
+)
+def test_imagenet_resnet_shapes(name, image_shape, small_input, feature_dim, last_stage_size):
+    model = create_model(name, num_classes=7, small_input=small_input)
+    variables = abstract_variables(model, image_shape)
+    (logits, features), intermediates = jax.eval_shape(
+        lambda v: model.apply(
+            v, jnp.zeros(image_shape), train=False, capture_intermediates=True, mutable=["intermediates"]
+        ),
+        variables,
+    )
+    assert logits.shape == (1, 7) and logits.dtype == jnp.float32
+    assert features.shape == (1, feature_dim) and features.dtype == jnp.float32
+    # The 7x7/2 stem and the max-pool divide 224 by 4, the stages by 8 more; the small-input stem keeps the size.
+    last_stage = [k for k in intermediates["intermediates"] if k.startswith("stage4")][-1]
+    (last_map,) = intermediates["intermediates"][last_stage]["__call__"]
+    assert last_map.shape[1:3] == (last_stage_size, last_stage_size)
+
+
+def test_resnet32_outputs(resnet32):
+    model, images, variables = resnet32
+    output = model.apply(variables, images, train=False)
+    assert isinstance(output, ModelOutput)
+    assert output.logits.shape == (2, 10) and output.logits.dtype == jnp.float32
+    assert output.features.shape == (2, 64) and output.features.dtype == jnp.float32
+    assert np.all(np.isfinite(output.logits))
+    # The features follow a ReLU and an average pool; the head is the model's last step.
+    assert np.all(output.features >= 0)
+    head = variables["params"]["head"]
+    np.testing.assert_allclose(output.logits, output.features @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_resnet10_small_input_forward():
+    model = create_model("resnet10", num_classes=3, small_input=True)
+    images = jax.random.normal(jax.random.key(3), (1, 32, 32, 3))
+    # Under jit: one compilation is cheaper than the op-by-op compilations of an eager run of this size.
+    variables = jax.jit(lambda key: model.init(key, images, train=False))(make_key(0))
+    (logits, features), updates = jax.jit(
+        lambda variables: model.apply(variables, images, train=True, mutable=["batch_stats"])
+    )(variables)
+    assert logits.shape == (1, 3) and features.shape == (1, 512)
+    assert np.all(np.isfinite(logits)) and np.all(np.isfinite(features))
+    assert set(updates) == {"batch_stats"}
+
+
+def test_create_model_rejects_unknown_names():
+    with pytest.raises(ValueError, match="resnet32, resnet10, resnet18, resnet50"):
+        create_model("resnet34", num_classes=10)
+    with pytest.raises(ValueError, match="linear, normed, cosine"):
+        create_model("resnet32", num_classes=10, head="arcface")
+    assert MODEL_NAMES == ("resnet32", "resnet10", "resnet18", "resnet50")
+
+
+# --- initialisation --------------------------------------------------------------------------------------------
+
+
+def test_init_is_deterministic_given_a_key(resnet32):
+    model, images, variables = resnet32
+    again = model.init(make_key(0), images, train=False)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, variables, again)
+    other = model.init(make_key(1), images, train=False)
+    assert not np.array_equal(other["params"]["stem_conv"]["kernel"], variables["params"]["stem_conv"]["kernel"])
+    np.testing.assert_array_equal(
+        model.apply(variables, images, train=False).logits, model.apply(again, images, train=False).logits
+    )
+
+
+def test_resnet32_init_follows_reference(resnet32):
+    _, _, variables = resnet32
+    params = variables["params"]
+    # kaiming_normal_ (fan_in, gain sqrt(2)): std sqrt(2 / (9 * 64)) for the 3x3 64->64 convolutions.
+    kernels = np.concatenate(
+        [np.ravel(params[f"stage3_block{b}"][conv]["kernel"]) for b in range(2, 6) for conv in ("conv1", "conv2")]
+    )
+    assert np.std(kernels) == pytest.approx(np.sqrt(2 / (9 * 64)), rel=0.03)
+    assert np.abs(kernels).max() > 2.5 * np.sqrt(2 / (9 * 64))  # an untruncated normal reaches past 2 std
+    # PyTorch's default bias init, uniform(-1/8, 1/8) for 64 features.
+    assert np.all(np.abs(params["head"]["bias"]) <= 1 / 8)
+    np.testing.assert_array_equal(params["stem_bn"]["scale"], 1.0)
+    np.testing.assert_array_equal(params["stem_bn"]["bias"], 0.0)
+
+
+# --- option-A shortcut -----------------------------------------------------------------------------------------
+
+
+def test_option_a_shortcut_subsamples_and_pads_channels():
+    x = jnp.arange(1 * 4 * 4 * 2, dtype=jnp.float32).reshape(1, 4, 4, 2)
+    out = option_a_shortcut(x, out_channels=4, strides=2)
+    assert out.shape == (1, 2, 2, 4)
+    # Rows and columns 0 and 2 survive; one zero channel on each side, the input channels in the middle.
+    expected = np.zeros((1, 2, 2, 4), np.float32)
+    for i, row in enumerate((0, 2)):
+        for j, col in enumerate((0, 2)):
+            expected[0, i, j, 1:3] = np.asarray(x[0, row, col])
+    np.testing.assert_array_equal(out, expected)
+    assert expected[0, 1, 1, 1] == x[0, 2, 2, 0] == 20.0
+
+
+def test_option_a_shortcut_rejects_mismatched_channels():
+    with pytest.raises(ValueError, match="out_channels=6"):
+        option_a_shortcut(jnp.zeros((1, 4, 4, 2)), out_channels=6, strides=2)
+
+
+def test_resnet32_stage_transitions_use_option_a():
+    variables = abstract_variables(create_model("resnet32", num_classes=10), (1, 32, 32, 3))
+    for stage in (2, 3):
+        assert set(variables["params"][f"stage{stage}_block1"]) == {"conv1", "bn1", "conv2", "bn2"}
+
+
+# --- BatchNorm state -------------------------------------------------------------------------------------------
+
+
+def test_batch_stats_update_in_train_mode_only(resnet32):
+    model, images, variables = resnet32
+    _, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    # PyTorch momentum 0.1 from a zero running mean: the new mean is 0.1 x the batch mean of the stem conv output.
+    stem = nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)
+    stem_out = stem.apply({"params": variables["params"]["stem_conv"]}, images)
+    np.testing.assert_allclose(
+        updates["batch_stats"]["stem_bn"]["mean"], 0.1 * stem_out.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6
+    )
+    changed = jax.tree_util.tree_map(
+        lambda old, new: not np.allclose(old, new), variables["batch_stats"], updates["batch_stats"]
+    )
+    assert all(jax.tree_util.tree_leaves(changed))  # every BatchNorm's mean and variance moved
+
+    _, eval_updates = model.apply(variables, images, train=False, mutable=["batch_stats"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, variables["batch_stats"], eval_updates["batch_stats"])
+
+
+def test_eval_mode_is_per_example(resnet32):
+    model, images, variables = resnet32
+    _, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    trained = {**variables, **updates}
+    full = model.apply(trained, images, train=False).logits
+    first = model.apply(trained, images[:1], train=False).logits
+    np.testing.assert_allclose(first[0], full[0], rtol=1e-5, atol=1e-5)
+
+
+# --- heads -----------------------------------------------------------------------------------------------------
+
+
+def test_normed_head_gives_cosines():
+    head = NormedLinearHead(num_classes=6)
+    features = 50.0 * jax.random.normal(jax.random.key(4), (8, 5))
+    params = head.init(make_key(0), features)
+    cosines = head.apply(params, features)
+    assert np.all(np.abs(cosines) <= 1.0 + 1e-6)
+    kernel = np.asarray(params["params"]["kernel"])
+    np.testing.assert_allclose(np.linalg.norm(kernel, axis=0), 1.0, rtol=1e-6)  # unit columns at init
+    unit_features = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(cosines, unit_features @ kernel, rtol=1e-5, atol=1e-6)
+    # The kernel's scale does not matter.
+    scaled = head.apply({"params": {"kernel": 7.0 * kernel}}, features)
+    np.testing.assert_allclose(scaled, cosines, rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_head_matches_formula_and_ignores_weight_scale():
+    head = CosineClassifierHead(num_classes=4)
+    features = jax.random.normal(jax.random.key(5), (3, 6)) * jnp.array([[0.1], [1.0], [10.0]])
+    params = head.init(make_key(0), features)
+    kernel = np.asarray(params["params"]["kernel"])
+    logits = head.apply(params, features)
+    x = np.asarray(features, np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    cosines = (x / norms) @ (kernel / np.linalg.norm(kernel, axis=0))
+    np.testing.assert_allclose(logits, 16.0 * norms / (1 + norms) * cosines, rtol=1e-5, atol=1e-6)
+    column_scales = np.array([0.01, 1.0, 3.0, 100.0], np.float32)
+    rescaled = head.apply({"params": {"kernel": kernel * column_scales}}, features)
+    np.testing.assert_allclose(rescaled, logits, rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_head_learnable_scale_starts_at_25():
+    features = jax.random.normal(jax.random.key(6), (2, 6))
+    fixed = CosineClassifierHead(num_classes=4)
+    learnable = CosineClassifierHead(num_classes=4, learnable_scale=True)
+    params = learnable.init(make_key(0), features)
+    assert params["params"]["root_scale"] == 5.0
+    kernel_only = {"params": {"kernel": params["params"]["kernel"]}}
+    np.testing.assert_allclose(
+        learnable.apply(params, features), 25.0 / 16.0 * fixed.apply(kernel_only, features), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("head", [LinearHead(3), NormedLinearHead(3), CosineClassifierHead(3)])
+def test_heads_have_finite_gradients_at_zero_features(head):
+    zeros = jnp.zeros((2, 5))
+    params = head.init(make_key(0), jnp.ones((2, 5)))
+
+    def loss(params, features):
+        return jnp.sum(head.apply(params, features) * jnp.arange(3.0))
+
+    params_grad, features_grad = jax.grad(loss, argnums=(0, 1))(params, zeros)
+    assert np.all(np.isfinite(head.apply(params, zeros)))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(params_grad))
+    assert np.all(np.isfinite(features_grad))
+
+
+def test_cosine_head_gradient_at_zero_is_scaled_unit_weights():
+    head = CosineClassifierHead(num_classes=3)
+    params = head.init(make_key(0), jnp.ones((1, 5)))
+    kernel = np.asarray(params["params"]["kernel"])
+    grad = jax.grad(lambda x: head.apply(params, x)[0, 1])(jnp.zeros((1, 5)))
+    np.testing.assert_allclose(grad[0], 16.0 * kernel[:, 1] / np.linalg.norm(kernel[:, 1]), rtol=1e-5)
+
+
+# --- mixed precision -------------------------------------------------------------------------------------------
+
+
+def test_bfloat16_compute_keeps_float32_params_state_and_logits(tiny_cifar_resnet):
+    model, images, variables = tiny_cifar_resnet
+    bf16_model = model.clone(dtype=jnp.bfloat16)
+    bf16_variables = abstract_variables(bf16_model, images.shape)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(bf16_variables)} == {jnp.dtype(jnp.float32)}
+    assert jax.tree_util.tree_structure(bf16_variables) == jax.tree_util.tree_structure(variables)
+
+    (logits, features), updates = bf16_model.apply(variables, images, train=True, mutable=["batch_stats"])
+    assert logits.dtype == jnp.float32 and features.dtype == jnp.float32
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(updates)} == {jnp.dtype(jnp.float32)}
+    reference_logits = model.apply(variables, images, train=True, mutable=["batch_stats"])[0].logits
+    np.testing.assert_allclose(logits, reference_logits, rtol=0.1, atol=0.1)
+    _, intermediates = jax.eval_shape(
+        lambda v: bf16_model.apply(v, images, train=False, capture_intermediates=True, mutable=["intermediates"]),
+        variables,
+    )
+    (stem_conv_output,) = intermediates["intermediates"]["stem_conv"]["__call__"]
+    assert stem_conv_output.dtype == jnp.bfloat16
