@@ -1,11 +1,14 @@
 """Times value-and-gradient of every loss against softmax cross-entropy on the default device.
 
 For each number of classes C in {10, 100, 1000} and a batch of 512, every case of `ltjax.testing.ALL` is jitted as
-`value_and_grad(sum(loss))` with respect to the logits, warmed up, then timed `--repeats` times; the table gives the
-median time and its ratio to `softmax_cross_entropy` at the same C. The per-class vectors (weights, margins, ...) are
-computed inside the timed function, as a train step that derives them from the counts would.
+`value_and_grad(sum(loss))` with respect to the logits and warmed up. One sample is the mean time of `--calls`
+back-to-back calls (dispatch is asynchronous, so this measures the computation rather than Python overhead); the
+cases are interleaved within each of `--repeats` rounds so that drift in the machine's load hits them all alike.
+The table gives each case's median and its ratio to `softmax_cross_entropy` at the same C. The per-class vectors
+(weights, margins, ...) are computed inside the timed function, as a train step that derives them from the counts
+would.
 
-    python benchmarks/losses.py [--repeats 50] [--batch 512]
+    python benchmarks/losses.py [--repeats 15] [--calls 20] [--batch 512]
 """
 from __future__ import annotations
 
@@ -19,34 +22,44 @@ import jax.numpy as jnp
 from ltjax.testing import ALL, make_problem
 
 
-def median_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def time_case(case, problem, repeats: int) -> float:
+def compiled_step(case, problem):
     step = jax.jit(jax.value_and_grad(lambda z, y: jnp.sum(case(z, y, problem))))
-    return median_seconds(step, (problem.logits, problem.labels), repeats)
+    for _ in range(2):  # compile, then warm up
+        jax.block_until_ready(step(problem.logits, problem.labels))
+    return step
+
+
+def seconds_per_call(step, problem, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = step(problem.logits, problem.labels)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / calls
+
+
+def median_times(problem, repeats: int, calls: int) -> dict[str, float]:
+    steps = {name: compiled_step(case, problem) for name, case in ALL.items()}
+    samples = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            samples[name].append(seconds_per_call(step, problem, calls))
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
     args = parser.parse_args()
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"batch {args.batch}, median of {args.repeats}")
-    problems = {c: make_problem(seed=0, batch=args.batch, num_classes=c) for c in args.classes}
-    results = {c: {name: time_case(case, problems[c], args.repeats) for name, case in ALL.items()}
-               for c in args.classes}
+          f"batch {args.batch}, median of {args.repeats} rounds of {args.calls} calls")
+    results = {
+        c: median_times(make_problem(seed=0, batch=args.batch, num_classes=c), args.repeats, args.calls)
+        for c in args.classes
+    }
 
     header = f"| {'loss':32} |" + "".join(f" C={c} ms | ratio |" for c in args.classes)
     print(header)

@@ -87,6 +87,8 @@ def power_of_nonnegative(base: jax.Array, exponent: jax.Array | float) -> jax.Ar
     1 for `g = 0` and 0 otherwise; gradient 0).
     """
     positive = base > 0
+    if isinstance(exponent, (int, float)) and float(exponent).is_integer():
+        exponent = int(exponent)  # lax.integer_pow: multiplications instead of exp(g * log(b))
     powered = jnp.power(jnp.where(positive, base, 1.0), exponent)
     return jnp.where(positive, powered, jnp.where(jnp.asarray(exponent) == 0, 1.0, 0.0))
 

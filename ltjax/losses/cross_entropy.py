@@ -1,6 +1,8 @@
 """Softmax cross-entropy and its reweighted relatives: focal and class-balanced losses."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -91,6 +93,37 @@ def focal_loss(
     return _math.weight_per_example(-modulator * log_prob_true, class_weights, labels)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _sigmoid_focal_terms(signed: jax.Array, gamma: float) -> jax.Array:
+    """`softplus(-s) * sigmoid(-s)**gamma` per element: sigmoid BCE times the focal modulator (gamma 0: BCE).
+
+    The derivative is written out (`_sigmoid_focal_terms_jvp`) because autodiff of the product leaves XLA several
+    [B, C] intermediates to materialise on CPU: 2.7x the time of softmax cross-entropy at C = 1000, against one fused
+    elementwise pass with the closed form.
+    """
+    bce, one_minus_p_t = _sigmoid_bce_and_complement(signed)
+    return bce if gamma == 0 else bce * _math.power_of_nonnegative(one_minus_p_t, gamma)
+
+
+def _sigmoid_bce_and_complement(signed: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`softplus(-s)` and `sigmoid(-s)` from one `exp(-|s|)`, stable for any `s`."""
+    decay = jnp.exp(-jnp.abs(signed))
+    return jnp.maximum(-signed, 0.0) + jnp.log1p(decay), jnp.where(signed > 0, decay, 1.0) / (1.0 + decay)
+
+
+@_sigmoid_focal_terms.defjvp
+def _sigmoid_focal_terms_jvp(gamma, primals, tangents):
+    # d/ds [b q^g] with b = softplus(-s), q = sigmoid(-s), db/ds = -q, dq/ds = -q (1 - q):
+    #   -q^g (q + g b (1 - q)), finite for every g >= 0 even where q underflows to 0.
+    (signed,), (signed_dot,) = primals, tangents
+    bce, one_minus_p_t = _sigmoid_bce_and_complement(signed)
+    if gamma == 0:
+        return bce, -one_minus_p_t * signed_dot
+    modulator = _math.power_of_nonnegative(one_minus_p_t, gamma)
+    slope = -modulator * (one_minus_p_t + gamma * bce * (1.0 - one_minus_p_t))
+    return bce * modulator, slope * signed_dot
+
+
 @_math.per_example_loss
 def class_balanced_loss(
     logits: jax.Array,
@@ -111,9 +144,9 @@ def class_balanced_loss(
       \ell_{focal} = w_y \sum_j (1 - p_{t,j})^\gamma \,\mathrm{BCE}(z_j, t_j)
 
     with :math:`t = \mathrm{onehot}(y)` and :math:`p_{t,j} = \sigma(z_j)` if :math:`t_j = 1` else
-    :math:`1 - \sigma(z_j)`. The focal modulator is differentiated, written as
-    `exp(-gamma * softplus(+-z))` as in the reference. Sigmoid models in the reference initialise the final bias to
-    `-log(C - 1)`.
+    :math:`1 - \sigma(z_j)`. The focal modulator is differentiated (the reference writes it as
+    `exp(-gamma * (t z + softplus(-z)))`, the same function). Sigmoid models in the reference initialise the final
+    bias to `-log(C - 1)`.
 
     Args:
       logits: `[..., C]` float32 or bfloat16.
@@ -147,12 +180,7 @@ def class_balanced_loss(
     if loss_type == "softmax":
         losses = _math.cross_entropy(logits, labels)
     else:
-        # `signed` is z for the target class and -z elsewhere: BCE = softplus(-signed) and log(1 - p_t) =
-        # -softplus(signed). Both softplus terms share log1p(exp(-|signed|)), computed once per element.
+        # `signed` is z for the target class and -z elsewhere: BCE_j = softplus(-signed_j), 1 - p_t = sigmoid(-signed).
         signed = jnp.where(_math.target_mask(labels, num_classes), 1.0, -1.0) * _math.as_float32(logits)
-        shared = jnp.log1p(jnp.exp(-jnp.abs(signed)))
-        per_class = jnp.maximum(-signed, 0.0) + shared
-        if loss_type == "focal":
-            per_class = per_class * jnp.exp(-gamma * (jnp.maximum(signed, 0.0) + shared))
-        losses = jnp.sum(per_class, axis=-1)
+        losses = jnp.sum(_sigmoid_focal_terms(signed, gamma if loss_type == "focal" else 0.0), axis=-1)
     return _math.weight_per_example(losses, class_weights, labels)

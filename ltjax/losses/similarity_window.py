@@ -51,7 +51,7 @@ def window_members(coordinates: jax.Array, window_size: int) -> jax.Array:
     num_classes = jnp.shape(coordinates)[-1]
     _check_window(window_size, num_classes)
     order = jnp.argsort(jax.lax.stop_gradient(coordinates), stable=True)
-    rank = jnp.argsort(order, stable=True)
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(num_classes, dtype=order.dtype))
     start = jnp.clip(rank - window_size // 2, 0, num_classes - window_size)
     return order[start[:, None] + jnp.arange(window_size)]
 
