@@ -178,11 +178,11 @@ def test_resnet10_small_input_forward():
 
 
 def test_create_model_rejects_unknown_names():
-    with pytest.raises(ValueError, match="resnet32, resnet10, resnet18, resnet50"):
+    with pytest.raises(ValueError, match="resnet8, resnet32, resnet10, resnet18, resnet50"):
         create_model("resnet34", num_classes=10)
     with pytest.raises(ValueError, match="linear, normed, cosine"):
         create_model("resnet32", num_classes=10, head="arcface")
-    assert MODEL_NAMES == ("resnet32", "resnet10", "resnet18", "resnet50")
+    assert MODEL_NAMES == ("resnet8", "resnet32", "resnet10", "resnet18", "resnet50")
 
 
 # --- initialisation --------------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from ltjax.models.resnet import BasicBlock, Bottleneck, ResNet
 from ltjax.models.resnet_cifar import CifarBasicBlock, CifarResNet, option_a_shortcut
 
 _ARCHITECTURES = {
+    # ResNet-8: the CIFAR design with one block per stage, for quick runs on tiny images (the digits default).
+    "resnet8": functools.partial(CifarResNet, blocks_per_stage=(1, 1, 1)),
     "resnet32": functools.partial(CifarResNet, blocks_per_stage=(5, 5, 5)),
     "resnet10": functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block=BasicBlock),
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
@@ -47,11 +49,12 @@ def create_model(name: str, num_classes: int, head: str = "linear", **kwargs) ->
     """The model called `name` with `num_classes` outputs and the given head.
 
     Args:
-      name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet10", "resnet18", "resnet50" (torchvision layout).
+      name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet8" (its one-block-per-stage sibling), "resnet10",
+        "resnet18", "resnet50" (torchvision layout).
       num_classes: C.
       head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier).
-      **kwargs: further attributes of the model class: `dtype`, `param_dtype`, `cosine_learnable_scale`, and for the
-        torchvision ResNets `small_input`.
+      **kwargs: further attributes of the model class: `dtype`, `param_dtype`, `cosine_learnable_scale`,
+        `batch_norm_axis_name`, and for the torchvision ResNets `small_input`.
 
     Returns:
       An unbound Flax module; see the module docstring for how to call it.

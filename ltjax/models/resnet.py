@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from ltjax.models.heads import ModelOutput, make_head, pytorch_linear_kernel_init
-from ltjax.models.resnet_cifar import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
+from ltjax.models.resnet_cifar import batch_norm
 
 # torchvision ResNet: `nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")` on every conv.
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -44,6 +44,7 @@ class _ResidualBlock(nn.Module):
     strides: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    batch_norm_axis_name: str | None = None
 
     expansion = 1
 
@@ -64,14 +65,7 @@ class _ResidualBlock(nn.Module):
 
     @nn.nowrap
     def norm(self, train: bool, *, name: str) -> nn.BatchNorm:
-        return nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BATCH_NORM_MOMENTUM,
-            epsilon=BATCH_NORM_EPSILON,
-            dtype=jnp.float32,
-            param_dtype=self.param_dtype,
-            name=name,
-        )
+        return batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name=name)
 
     @nn.nowrap
     def shortcut(self, x: jax.Array, train: bool) -> jax.Array:
@@ -145,6 +139,8 @@ class ResNet(nn.Module):
       dtype: compute dtype of the convolutions (e.g. `jnp.bfloat16`); BatchNorm, pooling and the head compute in
         float32.
       param_dtype: dtype of the parameters.
+      batch_norm_axis_name: in a data-parallel step, the device axis over which BatchNorm averages its batch
+        statistics (synchronised BatchNorm); None on one device and for `init`.
     """
 
     num_classes: int
@@ -155,6 +151,7 @@ class ResNet(nn.Module):
     cosine_learnable_scale: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    batch_norm_axis_name: str | None = None
 
     stage_channels = (64, 128, 256, 512)
     stage_strides = (1, 2, 2, 2)
@@ -174,14 +171,7 @@ class ResNet(nn.Module):
             x = stem_conv((3, 3), padding=((1, 1), (1, 1)))(x)
         else:
             x = stem_conv((7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BATCH_NORM_MOMENTUM,
-            epsilon=BATCH_NORM_EPSILON,
-            dtype=jnp.float32,
-            param_dtype=self.param_dtype,
-            name="stem_bn",
-        )(x)
+        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x)
         x = nn.relu(x)
         if not self.small_input:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -194,6 +184,7 @@ class ResNet(nn.Module):
                     strides=stage_stride if block == 0 else 1,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
+                    batch_norm_axis_name=self.batch_norm_axis_name,
                     name=f"stage{stage}_block{block + 1}",
                 )(x, train)
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -36,6 +36,23 @@ BATCH_NORM_MOMENTUM = 0.9  # Flax's decay of the running average; PyTorch's mome
 BATCH_NORM_EPSILON = 1e-5  # PyTorch's default
 
 
+def batch_norm(train: bool, axis_name: str | None, param_dtype: Any, name: str) -> nn.BatchNorm:
+    """PyTorch-equivalent BatchNorm computed in float32.
+
+    `axis_name` names the data-parallel device axis: the batch statistics are then averaged over all devices
+    (synchronised BatchNorm), so a step on D devices normalises exactly as one device would on the global batch.
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=BATCH_NORM_MOMENTUM,
+        epsilon=BATCH_NORM_EPSILON,
+        dtype=jnp.float32,
+        param_dtype=param_dtype,
+        axis_name=axis_name if train else None,
+        name=name,
+    )
+
+
 def option_a_shortcut(x: jax.Array, out_channels: int, strides: int) -> jax.Array:
     """The parameter-free shortcut ("option A", He et al. §4.2) for a block that changes shape.
 
@@ -69,12 +86,14 @@ class CifarBasicBlock(nn.Module):
       strides: stride of the first convolution.
       dtype: compute dtype of the convolutions; BatchNorm always computes in float32.
       param_dtype: dtype of the parameters.
+      batch_norm_axis_name: device axis to synchronise BatchNorm statistics over (see `batch_norm`).
     """
 
     channels: int
     strides: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    batch_norm_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -88,14 +107,7 @@ class CifarBasicBlock(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=BATCH_NORM_MOMENTUM,
-            epsilon=BATCH_NORM_EPSILON,
-            dtype=jnp.float32,
-            param_dtype=self.param_dtype,
-        )
+        norm = functools.partial(batch_norm, train, self.batch_norm_axis_name, self.param_dtype)
         y = conv(strides=self.strides, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
         y = conv(name="conv2")(y)
@@ -122,6 +134,8 @@ class CifarResNet(nn.Module):
       dtype: compute dtype of the convolutions (e.g. `jnp.bfloat16`); BatchNorm, pooling and the head compute in
         float32.
       param_dtype: dtype of the parameters.
+      batch_norm_axis_name: in a data-parallel step, the device axis over which BatchNorm averages its batch
+        statistics (synchronised BatchNorm); None on one device and for `init`.
     """
 
     num_classes: int
@@ -130,6 +144,7 @@ class CifarResNet(nn.Module):
     cosine_learnable_scale: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    batch_norm_axis_name: str | None = None
 
     stage_channels = (16, 32, 64)
     stage_strides = (1, 2, 2)
@@ -146,14 +161,7 @@ class CifarResNet(nn.Module):
             param_dtype=self.param_dtype,
             name="stem_conv",
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=BATCH_NORM_MOMENTUM,
-            epsilon=BATCH_NORM_EPSILON,
-            dtype=jnp.float32,
-            param_dtype=self.param_dtype,
-            name="stem_bn",
-        )(x)
+        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x)
         x = nn.relu(x)
         for stage, (num_blocks, channels, stage_stride) in enumerate(
             zip(self.blocks_per_stage, self.stage_channels, self.stage_strides), start=1
@@ -164,6 +172,7 @@ class CifarResNet(nn.Module):
                     strides=stage_stride if block == 0 else 1,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
+                    batch_norm_axis_name=self.batch_norm_axis_name,
                     name=f"stage{stage}_block{block + 1}",
                 )(x, train)
         features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
