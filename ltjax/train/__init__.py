@@ -1,0 +1,1 @@
+"""Training: the config-named objective, the data-parallel train step, checkpoints and the loop."""
