@@ -175,3 +175,49 @@ def test_batch_size_must_divide_by_the_device_count(tmp_path):
     config = _tiny_config(_load_recipe("ce"), batch_size=60)
     with pytest.raises(ValueError, match="global batch size 60 must divide by the number of devices 8"):
         train_and_evaluate(config, tmp_path)
+
+
+def _cli(workdir: pathlib.Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "ltjax", f"--workdir={workdir}", "--config.num_epochs=3",
+            "--config.checkpoint_every_steps=2", "--config.progress_bar=False"]
+
+
+def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL the real command mid-epoch (digits: 7 steps per epoch), rerun it, compare with a run never killed."""
+    import signal
+    import subprocess
+    import time
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_cli(straight), check=True, capture_output=True, timeout=600)
+    process = subprocess.Popen(_cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "10").is_dir():  # step 10 is mid-epoch 1
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "report.json").exists()
+    subprocess.run(_cli(killed), check=True, capture_output=True, timeout=600)
+    assert (killed / "report.json").read_text() == (straight / "report.json").read_text()
+
+
+def test_bfloat16_compute_trains_with_float32_parameters():
+    stats = ClassStats.from_counts(np.array([40, 20, 10, 5]))
+    model = create_model("resnet8", 4, dtype=jnp.bfloat16)
+    optimizer = make_optimizer(ml_collections.ConfigDict({"learning_rate": 0.1}), 10)
+    loss_config = ml_collections.ConfigDict({"name": "ce"})
+    state = create_train_state(model, optimizer, {}, objectives.init_loss_state(stats), (8, 8, 3), seed=0)
+    step = data_parallel(
+        make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer,
+                        objectives.make_objective(loss_config, stats, 10), NORMALIZATION, 4, None),
+        "shard_map", jax.devices(), sharded_args=(False, True, True, False), sharded_outputs=(False, False),
+    )
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    new_state, step_metrics = step(state, images, rng.integers(0, 4, 16).astype(np.int32), jnp.int32(0))
+    assert np.isfinite(step_metrics["loss"])
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
+    assert _max_difference(new_state.params, state.params) > 0
