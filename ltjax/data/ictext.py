@@ -36,7 +36,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ltjax.data.source import FileSource
+from ltjax.data.source import FileSource, files_in
 
 CLASS_CHARACTERS = string.ascii_uppercase + string.digits
 NUM_CLASSES = len(CLASS_CHARACTERS)
@@ -76,13 +76,11 @@ def _read_list(
 ) -> tuple[list[pathlib.Path], np.ndarray]:
     """Image paths and labels of every upper-case or digit line of a `<file> <char>` list, after checking the files."""
     class_of_character = {character: index for index, character in enumerate(class_characters)}
-    try:
-        present = set(os.listdir(image_dir))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"ICText-LT image folder {image_dir} is missing; the split's images must sit beside its list "
-            f"{list_path}"
-        ) from None
+    present = files_in(
+        image_dir,
+        f"ICText-LT image folder {image_dir} is missing; the split's images must sit beside its list "
+        f"{list_path}",
+    )
     paths: list[pathlib.Path] = []
     labels: list[int] = []
     for line_number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):

@@ -134,6 +134,11 @@ def instance_uniform_order(labels: np.ndarray, epoch: int, seed: int) -> np.ndar
     return _epoch_rng(seed, epoch).permutation(len(labels)).astype(np.int64)
 
 
+def _class_power_order(labels: np.ndarray, epoch: int, seed: int, num_samples: int | None, power: float):
+    probs = class_probabilities(_class_counts(labels), power)
+    return class_weighted_order(labels, probs, _epoch_rng(seed, epoch), _epoch_length(labels, num_samples))
+
+
 def class_balanced_order(labels: np.ndarray, epoch: int, seed: int, num_samples: int | None = None) -> np.ndarray:
     """Class-balanced sampling: every class equally likely (q = 0), with replacement.
 
@@ -146,8 +151,7 @@ def class_balanced_order(labels: np.ndarray, epoch: int, seed: int, num_samples:
     Returns:
       int64 [num_samples] indices.
     """
-    probs = class_probabilities(_class_counts(labels), 0.0)
-    return class_weighted_order(labels, probs, _epoch_rng(seed, epoch), _epoch_length(labels, num_samples))
+    return _class_power_order(labels, epoch, seed, num_samples, power=0.0)
 
 
 def square_root_order(labels: np.ndarray, epoch: int, seed: int, num_samples: int | None = None) -> np.ndarray:
@@ -162,8 +166,7 @@ def square_root_order(labels: np.ndarray, epoch: int, seed: int, num_samples: in
     Returns:
       int64 [num_samples] indices.
     """
-    probs = class_probabilities(_class_counts(labels), 0.5)
-    return class_weighted_order(labels, probs, _epoch_rng(seed, epoch), _epoch_length(labels, num_samples))
+    return _class_power_order(labels, epoch, seed, num_samples, power=0.5)
 
 
 def progressively_balanced_order(

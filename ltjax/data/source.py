@@ -7,6 +7,7 @@ NumPy array so samplers and class statistics never touch the pixels.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 from typing import Protocol, Sequence
 
@@ -24,6 +25,14 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]: ...
+
+
+def files_in(folder: pathlib.Path, missing_message: str) -> set[str]:
+    """The names in `folder` (one directory listing); a missing folder raises `FileNotFoundError(missing_message)`."""
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        raise FileNotFoundError(missing_message) from None
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, class_names: Sequence[str], what: str) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ltjax.data.source import FileSource
+from ltjax.data.source import FileSource, files_in
 
 NUM_CLASSES = 200
 IMAGES_PER_CLASS = 500
@@ -67,13 +67,11 @@ def _train_image_paths(
     num_lacking = 0
     for class_index, wnid in enumerate(wnids):
         image_dir = root / "train" / wnid / "images"
-        try:
-            present = set(os.listdir(image_dir))
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"Tiny ImageNet training folder {image_dir} of class {class_index} ({wnid}) is missing; "
-                f"the copy at {root} is incomplete, unpack {DOWNLOAD_URL} again"
-            ) from None
+        present = files_in(
+            image_dir,
+            f"Tiny ImageNet training folder {image_dir} of class {class_index} ({wnid}) is missing; "
+            f"the copy at {root} is incomplete, unpack {DOWNLOAD_URL} again",
+        )
         names = [f"{wnid}_{k}.JPEG" for k in range(first[class_index], stop[class_index])]
         missing = [name for name in names if name not in present]
         if missing:
@@ -102,13 +100,11 @@ def _test_image_paths(root: pathlib.Path, wnids: Sequence[str]) -> tuple[list[pa
             f"Tiny ImageNet validation labels {annotations_path} are missing (the test split needs them); "
             f"unpack {DOWNLOAD_URL} again"
         )
-    try:
-        present = set(os.listdir(image_dir))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"Tiny ImageNet validation images {image_dir} are missing (the test split needs them); "
-            f"unpack {DOWNLOAD_URL} again"
-        ) from None
+    present = files_in(
+        image_dir,
+        f"Tiny ImageNet validation images {image_dir} are missing (the test split needs them); "
+        f"unpack {DOWNLOAD_URL} again",
+    )
     class_of_wnid = {wnid: index for index, wnid in enumerate(wnids)}
     paths: list[pathlib.Path] = []
     labels: list[int] = []

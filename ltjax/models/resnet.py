@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ltjax.models.heads import ModelOutput, make_head, pytorch_linear_kernel_init
-from ltjax.models.resnet_cifar import batch_norm
+from ltjax.models.heads import ModelOutput, pytorch_linear_kernel_init
+from ltjax.models.resnet_cifar import batch_norm, stages_and_head
 
 # torchvision ResNet: `nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")` on every conv.
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -175,24 +175,6 @@ class ResNet(nn.Module):
         x = nn.relu(x)
         if not self.small_input:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        for stage, (num_blocks, channels, stage_stride) in enumerate(
-            zip(self.stage_sizes, self.stage_channels, self.stage_strides), start=1
-        ):
-            for block in range(num_blocks):
-                x = self.block(
-                    channels,
-                    strides=stage_stride if block == 0 else 1,
-                    dtype=self.dtype,
-                    param_dtype=self.param_dtype,
-                    batch_norm_axis_name=self.batch_norm_axis_name,
-                    name=f"stage{stage}_block{block + 1}",
-                )(x, train)
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        head = make_head(
-            self.head,
-            self.num_classes,
-            linear_kernel_init=pytorch_linear_kernel_init,
-            cosine_learnable_scale=self.cosine_learnable_scale,
-            param_dtype=self.param_dtype,
+        return stages_and_head(
+            self, x, train, self.block, self.stage_sizes, linear_kernel_init=pytorch_linear_kernel_init
         )
-        return ModelOutput(logits=head(features), features=features)

@@ -78,6 +78,39 @@ def option_a_shortcut(x: jax.Array, out_channels: int, strides: int) -> jax.Arra
     return jnp.pad(subsampled, ((0, 0), (0, 0), (0, 0), (pad, pad)))
 
 
+def stages_and_head(
+    module: nn.Module, x: jax.Array, train: bool, block: type[nn.Module], blocks_per_stage: Sequence[int],
+    *, linear_kernel_init,
+) -> ModelOutput:
+    """The residual stages, global average pooling and the head that every ResNet here ends with.
+
+    Called from a compact `__call__`, so the blocks and the head are submodules of `module`, which supplies
+    `stage_channels`, `stage_strides`, `dtype`, `param_dtype`, `batch_norm_axis_name`, `head`, `num_classes` and
+    `cosine_learnable_scale`. The first block of a stage carries its stride.
+    """
+    for stage, (num_blocks, channels, stage_stride) in enumerate(
+        zip(blocks_per_stage, module.stage_channels, module.stage_strides), start=1
+    ):
+        for index in range(num_blocks):
+            x = block(
+                channels,
+                strides=stage_stride if index == 0 else 1,
+                dtype=module.dtype,
+                param_dtype=module.param_dtype,
+                batch_norm_axis_name=module.batch_norm_axis_name,
+                name=f"stage{stage}_block{index + 1}",
+            )(x, train)
+    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    head = make_head(
+        module.head,
+        module.num_classes,
+        linear_kernel_init=linear_kernel_init,
+        cosine_learnable_scale=module.cosine_learnable_scale,
+        param_dtype=module.param_dtype,
+    )
+    return ModelOutput(logits=head(features), features=features)
+
+
 class CifarBasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the identity or option-A shortcut, then ReLU (LDAM-DRW `BasicBlock`).
 
@@ -163,24 +196,6 @@ class CifarResNet(nn.Module):
         )(x)
         x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x)
         x = nn.relu(x)
-        for stage, (num_blocks, channels, stage_stride) in enumerate(
-            zip(self.blocks_per_stage, self.stage_channels, self.stage_strides), start=1
-        ):
-            for block in range(num_blocks):
-                x = CifarBasicBlock(
-                    channels,
-                    strides=stage_stride if block == 0 else 1,
-                    dtype=self.dtype,
-                    param_dtype=self.param_dtype,
-                    batch_norm_axis_name=self.batch_norm_axis_name,
-                    name=f"stage{stage}_block{block + 1}",
-                )(x, train)
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-        head = make_head(
-            self.head,
-            self.num_classes,
-            linear_kernel_init=kaiming_normal_fan_in,
-            cosine_learnable_scale=self.cosine_learnable_scale,
-            param_dtype=self.param_dtype,
+        return stages_and_head(
+            self, x, train, CifarBasicBlock, self.blocks_per_stage, linear_kernel_init=kaiming_normal_fan_in
         )
-        return ModelOutput(logits=head(features), features=features)
