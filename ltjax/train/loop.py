@@ -37,8 +37,11 @@ def _class_stats(config: ml_collections.ConfigDict, data: TrainingData) -> Class
     )
 
 
-def _evaluate(eval_step, state, source, config, devices) -> tuple[metrics.EvalStats, np.ndarray]:
-    """Sums the eval statistics over a split; also returns the features of every example (SWRM's prototypes)."""
+def _evaluate(
+    eval_step, state, source, config, devices, *, keep_features: bool = False
+) -> tuple[metrics.EvalStats, np.ndarray | None]:
+    """Sums the eval statistics over a split; with `keep_features`, also fetches every example's features (SWRM's
+    prototypes), which otherwise never leave the device."""
     total, features = None, []
     for batch in eval_batches(
         source, global_batch_size=config.eval_batch_size, num_devices=len(devices), num_workers=2
@@ -46,13 +49,14 @@ def _evaluate(eval_step, state, source, config, devices) -> tuple[metrics.EvalSt
         flat = [x.reshape(-1, *x.shape[2:]) for x in (batch.images, batch.labels, batch.mask)]
         stats, batch_features = eval_step(state, *flat)
         total = stats if total is None else total.merge(stats)
-        features.append(np.asarray(batch_features)[flat[2]])
-    return jax.device_get(total), np.concatenate(features)
+        if keep_features:
+            features.append(np.asarray(batch_features)[flat[2]])
+    return jax.device_get(total), np.concatenate(features) if keep_features else None
 
 
 def _swrm_coordinates(eval_step, state, data: TrainingData, config, devices) -> jax.Array:
     """SWRM's similarity model: 1-D t-SNE of the class prototypes (mean penultimate feature of each class)."""
-    _, features = _evaluate(eval_step, state, data.train, config, devices)
+    _, features = _evaluate(eval_step, state, data.train, config, devices, keep_features=True)
     labels = data.train.labels
     prototypes = np.stack([features[labels == c].mean(axis=0) for c in range(data.train.num_classes)])
     return jnp.asarray(losses.tsne_coordinates(prototypes, seed=config.seed))
@@ -127,18 +131,16 @@ def train_and_evaluate(
             coordinates = _swrm_coordinates(eval_step, state, data, config, devices)
             state = state.replace(loss_state=state.loss_state.replace(swrm_coordinates=coordinates))
         started = time.perf_counter()
-        epoch_loss, class_correct, class_count = 0.0, np.zeros(num_classes), np.zeros(num_classes)
+        epoch_metrics = None  # summed on device; fetched once at the epoch's end, so steps dispatch asynchronously
         batches = pipeline.batches(start_epoch=epoch, start_step=first_step, end_epoch=epoch + 1)
         progress = tqdm(batches, total=steps_per_epoch - first_step, desc=f"epoch {epoch}", leave=False,
                         disable=not config.get("progress_bar", True))
-        for batch in progress:
+        for step, batch in enumerate(progress, start=epoch * steps_per_epoch + first_step + 1):
             images = batch.images.reshape(-1, *batch.images.shape[2:])
             state, step_metrics = train_step(state, images, batch.labels.reshape(-1), jnp.int32(epoch))
-            step_metrics = jax.device_get(step_metrics)
-            epoch_loss += float(step_metrics["loss"])
-            class_correct += step_metrics["class_correct"]
-            class_count += step_metrics["class_count"]
-            step = int(state.step)
+            epoch_metrics = step_metrics if epoch_metrics is None else jax.tree.map(
+                jnp.add, epoch_metrics, step_metrics
+            )
             if max_steps is not None and step >= max_steps:
                 checkpointer.save(state, config)
                 checkpointer.close()
@@ -147,11 +149,13 @@ def train_and_evaluate(
                 checkpointer.save(state, config)
         state = end_epoch(state)
         checkpointer.save(state, config)
+        epoch_metrics = jax.device_get(epoch_metrics)
+        class_count = epoch_metrics["class_count"]
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch,
-            "train_loss": epoch_loss / max(steps_per_epoch - first_step, 1),
-            "train": _train_accuracy(class_correct, class_count, data.class_counts),
+            "train_loss": float(epoch_metrics["loss"]) / max(steps_per_epoch - first_step, 1),
+            "train": _train_accuracy(epoch_metrics["class_correct"], class_count, data.class_counts),
             "seconds": seconds,
             "train_images_per_second": float(class_count.sum()) / seconds,
         }
