@@ -221,3 +221,21 @@ def test_bfloat16_compute_trains_with_float32_parameters():
     assert np.isfinite(step_metrics["loss"])
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
     assert _max_difference(new_state.params, state.params) > 0
+
+
+def test_training_accuracy_uses_the_loss_prediction_rule():
+    """The train step counts correct predictions with the same `predict_logits` as evaluation (IIF: z * iif)."""
+    state, _, (images, labels) = _step_setup({"name": "ce"})
+    stats = ClassStats.from_counts(np.array([40, 20, 10, 5]), num_groups=2)
+    model = create_model("resnet8", 4)
+    optimizer = make_optimizer(ml_collections.ConfigDict({"learning_rate": 0.1}), 10)
+    always_class_zero = lambda outputs: jnp.zeros_like(outputs.logits).at[:, 0].set(1.0)  # noqa: E731
+    step = make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer,
+                           objectives.make_objective(ml_collections.ConfigDict({"name": "ce"}), stats, 10),
+                           NORMALIZATION, 4, None, predict_logits=always_class_zero)
+    run = data_parallel(step, "shard_map", jax.devices(), sharded_args=(False, True, True, False),
+                        sharded_outputs=(False, False))
+    _, step_metrics = run(state, images, labels, jnp.int32(0))
+    expected = np.zeros(4, int)
+    expected[0] = int(np.sum(labels == 0))
+    np.testing.assert_array_equal(step_metrics["class_correct"], expected)

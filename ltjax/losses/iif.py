@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from ltjax.losses import _math
 from ltjax.losses._checks import check_class_vector
@@ -15,7 +16,7 @@ def iif_logits(logits: jax.Array, *, class_counts: jax.Array, variant: str = "ra
     Returns:
       `[..., C]` float32 logits.
     """
-    check_class_vector(class_counts, jax.numpy.shape(logits)[-1], "class_counts")
+    check_class_vector(class_counts, jnp.shape(logits)[-1], "class_counts")
     return _math.as_float32(logits) * iif_weights(class_counts, variant=variant, norm_order=norm_order)
 
 

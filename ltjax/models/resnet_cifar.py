@@ -31,6 +31,10 @@ from ltjax.models.heads import ModelOutput, make_head
 
 # PyTorch `init.kaiming_normal_` defaults: mode fan_in, ReLU gain sqrt(2), a plain (untruncated) normal.
 kaiming_normal_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+# Every convolution of the CIFAR ResNet: 3x3, padding 1, no bias (BatchNorm follows), kaiming-normal.
+conv3x3 = functools.partial(
+    nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=kaiming_normal_fan_in
+)
 
 BATCH_NORM_MOMENTUM = 0.9  # Flax's decay of the running average; PyTorch's momentum 0.1
 BATCH_NORM_EPSILON = 1e-5  # PyTorch's default
@@ -130,16 +134,7 @@ class CifarBasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        conv = functools.partial(
-            nn.Conv,
-            self.channels,
-            (3, 3),
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            kernel_init=kaiming_normal_fan_in,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        conv = functools.partial(conv3x3, self.channels, dtype=self.dtype, param_dtype=self.param_dtype)
         norm = functools.partial(batch_norm, train, self.batch_norm_axis_name, self.param_dtype)
         y = conv(strides=self.strides, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
@@ -184,16 +179,7 @@ class CifarResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> ModelOutput:
-        x = nn.Conv(
-            self.stage_channels[0],
-            (3, 3),
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            kernel_init=kaiming_normal_fan_in,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="stem_conv",
-        )(x)
+        x = conv3x3(self.stage_channels[0], dtype=self.dtype, param_dtype=self.param_dtype, name="stem_conv")(x)
         x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x)
         x = nn.relu(x)
         return stages_and_head(

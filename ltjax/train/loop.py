@@ -109,13 +109,16 @@ def train_and_evaluate(
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state, config)
 
-    synced_model = model.clone(batch_norm_axis_name=AXIS)
+    def predict(outputs):
+        return objectives.predict_logits(config.loss, stats, outputs)
+
     train_step = data_parallel(
-        make_train_step(synced_model, optimizer, objective, data.normalization, num_classes, smoothing_phase),
+        make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
+                        num_classes, smoothing_phase, predict_logits=predict),
         config.parallel, devices, sharded_args=(False, True, True, False), sharded_outputs=(False, False),
     )
     eval_step = data_parallel(
-        make_eval_step(model, data.normalization, lambda out: objectives.predict_logits(config.loss, stats, out)),
+        make_eval_step(model, data.normalization, predict),
         config.parallel, devices, sharded_args=(False, True, True, True), sharded_outputs=(False, True),
     )
     end_epoch = jax.jit(lambda s: s.replace(loss_state=s.loss_state.replace(

@@ -41,6 +41,8 @@ def make_train_step(
     normalization: Normalization,
     num_classes: int,
     dynasmooth_phase: Callable[[jax.Array], jax.Array] | None,
+    *,
+    predict_logits: Callable | None = None,
 ) -> Callable:
     """The per-device train step.
 
@@ -51,6 +53,8 @@ def make_train_step(
       normalization: mean/std applied on device to the uint8 images.
       num_classes: C.
       dynasmooth_phase: `epoch -> bool`, whether training batches feed DynaSmooth (FFDS); None for other losses.
+      predict_logits: `outputs -> logits` whose argmax counts as the prediction in the training accuracy, the
+        same rule the eval step uses (IIF predicts with `z * iif`); None: the model's logits.
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array):
@@ -78,7 +82,8 @@ def make_train_step(
                 loss_state.dynasmooth,
             )
             loss_state = loss_state.replace(dynasmooth=smoothing)
-        correct = jnp.argmax(outputs.logits, axis=-1) == labels
+        predicted = predict_logits(outputs) if predict_logits is not None else outputs.logits
+        correct = jnp.argmax(predicted, axis=-1) == labels
         metrics = {
             "loss": jax.lax.psum(batch_loss.total, AXIS) / normalizer,
             "class_correct": jax.lax.psum(jnp.zeros(num_classes, jnp.int32).at[labels].add(correct), AXIS),
