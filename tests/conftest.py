@@ -1,9 +1,13 @@
-"""Test-wide set-up: 8 fake CPU devices, so data-parallel code is exercised without an accelerator.
+"""Test-wide set-up: 8 fake CPU devices, so data-parallel code is exercised without an accelerator, and a persistent
+compilation cache, so the many runs of the same small programs (and the command-line runs in subprocesses) compile
+once per machine.
 
-XLA reads this flag once, when JAX first initialises its backend, so it must be set before anything imports jax.
+XLA reads these once, when JAX first initialises its backend, so they are set before anything imports jax; the
+environment carries them to pytest-xdist workers and subprocesses.
 """
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -11,6 +15,10 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# A cache hit returns the executable compiled from identical HLO and options: results are unchanged.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"ltjax-tests-xla-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from ltjax.testing import make_problem
-from ltjax import losses, schedules, stats
+from ltjax import losses, stats
 
 P = make_problem(seed=0, batch=4, num_classes=5)
 
@@ -96,12 +96,10 @@ def test_label_smoothing_out_of_range():
         losses.softmax_cross_entropy(P.logits, P.labels, label_smoothing=1.5)
 
 
-def test_bad_group_boundaries_and_schedule_lengths():
+def test_bad_group_boundaries():
     with pytest.raises(ValueError, match="group_ends must be strictly increasing"):
         stats.ClassStats.from_counts(P.counts, group_ends=[2, 2, 5])
     with pytest.raises(ValueError, match="group_ends must be strictly increasing"):
         stats.ClassStats.from_counts(P.counts, group_ends=[3, 10])
     with pytest.raises(ValueError, match=r"num_groups must lie in \[1, 5\]"):
         stats.ClassStats.from_counts(P.counts, num_groups=6)
-    with pytest.raises(ValueError, match="active_epochs must lie in"):
-        schedules.swrm_active(10, num_epochs=50, active_epochs=60)

@@ -133,24 +133,33 @@ def test_ffds_with_a_fresh_state_is_cross_entropy_then_smooths():
 
 
 @pytest.mark.parametrize(
-    "switch, before, start",
+    "spec, num_epochs, epoch",
     [
-        (schedules.dffds_active, 129, 130),
-        (schedules.ib_active, 99, 100),
-        (schedules.kps_ga_active, 119, 120),
-        (schedules.swrm_active, 139, 140),
+        (0.65, 200, 130),  # D-FFDS
+        (0.5, 200, 100),  # IB
+        (0.6, 200, 120),  # KPS-GA
+        (0.7, 200, 140),  # SWRM, the last 60 of 200
+        (0.8, 20, 16),  # DRW in a 20-epoch run
+        (0.29, 100, 29),  # 0.29 * 100 is 28.999999999999996 in binary: the floor must still give 29
+        (0.0, 50, 0),
+        (130, 200, 130),  # absolute
+        (13, 20, 13),
     ],
 )
-def test_deferred_switches_happen_at_the_reference_epochs(switch, before, start):
-    assert not bool(switch(before)) and bool(switch(start)) and bool(switch(199))
-    traced = jax.jit(switch)(jnp.asarray(start))
-    assert bool(traced)
+def test_epoch_specs_are_fractions_of_the_run_or_absolute(spec, num_epochs, epoch):
+    assert schedules.epoch_of(spec, num_epochs, key="loss.x") == epoch
+
+
+@pytest.mark.parametrize("spec", [-0.1, 1.5, 130.5])
+def test_epoch_specs_that_are_neither_fraction_nor_whole_epoch_raise(spec):
+    with pytest.raises(ValueError, match=r"loss\.x="):
+        schedules.epoch_of(spec, 200, key="loss.x")
 
 
 def test_drw_switch_is_traceable_without_recompiling():
     weights = jax.jit(schedules.drw_class_weights)
-    np.testing.assert_allclose(weights(CIFAR10_IF100, 0), np.ones(10))
-    np.testing.assert_allclose(weights(CIFAR10_IF100, 170), losses.class_balanced_weights(CIFAR10_IF100), rtol=1e-6)
+    np.testing.assert_allclose(weights(CIFAR10_IF100, False), np.ones(10))
+    np.testing.assert_allclose(weights(CIFAR10_IF100, True), losses.class_balanced_weights(CIFAR10_IF100), rtol=1e-6)
     assert weights._cache_size() == 1
 
 

@@ -1,6 +1,6 @@
-"""D-FFDS (Nah et al., ICIP 2023; `nwjun/FFDS-Loss`, `config/DFFDS/*`): CE until epoch 130, then FFDS with the
+"""D-FFDS (Nah et al., ICIP 2023; `nwjun/FFDS-Loss`, `config/DFFDS/*`): CE until epoch 130 of 200, then FFDS with the
 released per-dataset hyper-parameters (epsilon 0.1, k 0.9, concave FreqFocus, class-balanced weights summing to 1/C).
-One-phase FFDS: `--config.loss.trigger_epoch=0`.
+One-phase FFDS: `--config.loss.ffds_start=0`.
 
     ltjax-train --config experiments/configs/ffds.py:cifar100-if100
 
@@ -29,7 +29,7 @@ def get_config(argument: str = "cifar10-if100"):
     # Imbalance factors without a released config take the IF-100 values.
     beta, gamma_min, gamma_max, group_ends = RELEASED.get((dataset, int(imbalance_factor)), RELEASED[(dataset, 100)])
     loss = {
-        "name": "ffds", "trigger_epoch": 130, "beta": beta, "gamma_min": gamma_min, "gamma_max": gamma_max,
+        "name": "ffds", "ffds_start": 0.65, "beta": beta, "gamma_min": gamma_min, "gamma_max": gamma_max,
         "focus_form": "concave", "label_smoothing": 0.1, "smoothing_strength": 0.9, "group_ends": group_ends,
     }
     return recipes.reference_config(argument, loss, seed=5)

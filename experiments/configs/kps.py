@@ -10,5 +10,5 @@ from ltjax.configs import recipes
 
 
 def get_config(argument: str = "cifar10-if100"):
-    loss = {"name": "kps", "max_margin": 0.2, "scale": 15.0, "ga_epoch": 120}
+    loss = {"name": "kps", "max_margin": 0.2, "scale": 15.0, "ga_start": 0.6}
     return recipes.reference_config(argument, loss, batch_size=64, head="normed", seed=666, split_seed=666)

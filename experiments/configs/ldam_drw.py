@@ -10,5 +10,5 @@ from ltjax.configs import recipes
 
 
 def get_config(argument: str = "cifar10-if100"):
-    loss = {"name": "ldam_drw", "max_margin": 0.5, "scale": 30.0, "drw_epoch": 160, "beta": 0.9999}
+    loss = {"name": "ldam_drw", "max_margin": 0.5, "scale": 30.0, "drw_start": 0.8, "beta": 0.9999}
     return recipes.reference_config(argument, loss, lr_decay=recipes.LDAM_DECAY, head="normed")

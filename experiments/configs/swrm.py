@@ -12,5 +12,5 @@ from ltjax.configs import recipes
 
 
 def get_config(argument: str = "cifar100-if100"):
-    loss = {"name": "swrm", "active_epochs": 60, "window_size": 15, "beta": 1.0, "kernel": "student_t"}
-    return recipes.reference_config(argument, loss, lr_decay=((140, 0.1), (180, 0.01)), weight_decay=1e-4)
+    loss = {"name": "swrm", "swrm_start": 0.7, "window_size": 15, "beta": 1.0, "kernel": "student_t"}
+    return recipes.reference_config(argument, loss, lr_decay=((0.7, 0.1), (0.9, 0.01)), weight_decay=1e-4)

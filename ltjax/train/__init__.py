@@ -1,1 +1,2 @@
-"""Training: the config-named objective, the data-parallel train step, checkpoints and the loop."""
+"""Training: the program a config builds (`build`), the data-parallel steps, verified checkpoints, the run's
+workdir and the loop."""

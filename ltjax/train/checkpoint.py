@@ -1,37 +1,66 @@
-"""Checkpoints of the whole train state with orbax, and resume that never silently starts afresh.
+"""Verified checkpoints of the whole train state with orbax, and resume that never silently uses damaged data.
 
-A checkpoint holds the train state (params, optimizer state, BatchNorm statistics, loss state, step) and a JSON
-record of the run (the config's fingerprint and the data position). The data order is a pure function of
-(seed, epoch, step), so the step alone fixes where the input pipeline resumes. Orbax writes each step into a
-temporary directory and renames it when complete, so an interrupted save leaves no step behind; a step that is
-present but unreadable, or written by a run with another config, raises `CheckpointError` naming the directory.
+A checkpoint holds the train state (params, optimizer state, BatchNorm statistics, method state, epoch totals, step)
+and a JSON record of the run: the resolved config, its fingerprint, and the SHA-256 digest of every array of the
+state. Orbax writes each step into a temporary directory and renames it when complete, so an interrupted save leaves
+no step behind. Restoring recomputes the digest: a step whose files cannot be read or whose arrays differ from what
+was saved (flipped bytes that still decode) is damaged. It is moved aside to `<step>.damaged` (kept for inspection,
+out of orbax's way), the user is told, and the previous step is tried; with no good step left the run stops.
+Orbax's own logging is kept off the terminal: the message names the step and the fault.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import logging
 import pathlib
+from typing import Callable
 
 import jax
-import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from ltjax.train.state import TrainState
 
-# Config keys that may change between an interrupted run and its resumption without changing the result.
-_RUN_ONLY_KEYS = ("workdir", "progress_bar", "checkpoint_every_steps", "keep_checkpoints")
+_ORBAX_LOGGERS = ("absl", "orbax", "jax._src.distributed", "tensorstore")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be restored into this run."""
 
 
-def config_fingerprint(config: ml_collections.ConfigDict) -> str:
-    """SHA-256 of the config's JSON without the keys that do not affect the result."""
-    record = json.loads(config.to_json_best_effort(sort_keys=True))
-    for key in _RUN_ONLY_KEYS:
-        record.pop(key, None)
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+def state_digest(state) -> str:
+    """SHA-256 over every array of a pytree: its path, dtype, shape and bytes, in tree order."""
+    digest = hashlib.sha256()
+    leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(state))
+    for path, leaf in leaves:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Raises orbax's (and absl's) loggers to CRITICAL for the duration: their errors reach us as exceptions."""
+    loggers = [logging.getLogger(name) for name in _ORBAX_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _free_name(path: pathlib.Path) -> pathlib.Path:
+    """`path`, or `path-2`, `path-3`, ... if taken (a step damaged again after a resume)."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
 
 
 class Checkpointer:
@@ -39,50 +68,90 @@ class Checkpointer:
 
     def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 2):
         self.directory = pathlib.Path(directory).absolute()
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        self._max_to_keep = max_to_keep
+        with _quiet_orbax():
+            self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True)
         )
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, state: TrainState, config: ml_collections.ConfigDict) -> None:
+    def save(self, state: TrainState, record: dict) -> None:
+        """Saves `state` at its step with `record` (JSON: the run's config and fingerprint) and the state's digest."""
         step = int(jax.device_get(state.step))
-        record = {"fingerprint": config_fingerprint(config), "step": step, "config": config.to_json_best_effort()}
-        self._manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(record))
-        )
-        self._manager.wait_until_finished()
+        record = {**record, "step": step, "digest": state_digest(state)}
+        with _quiet_orbax():
+            self._manager.save(
+                step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), run=ocp.args.JsonSave(record))
+            )
+            self._manager.wait_until_finished()
 
-    def restore(self, target: TrainState, config: ml_collections.ConfigDict) -> TrainState:
-        """Restores the latest step into the structure of `target`.
+    def _restore_step(self, step: int, abstract) -> tuple[TrainState, dict]:
+        """The state and record of one step; CheckpointError saying what is wrong with it."""
+        with _quiet_orbax():
+            try:
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), run=ocp.args.JsonRestore())
+                )
+            except Exception as error:  # orbax raises many types for unreadable data; all mean the same to the user
+                message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise CheckpointError(f"its files cannot be read ({type(error).__name__}: {message[:300]})") from None
+        record = restored["run"]
+        if not isinstance(record, dict) or "digest" not in record:
+            raise CheckpointError("its run record is missing or has no digest")
+        if state_digest(restored["state"]) != record["digest"]:
+            raise CheckpointError("its arrays do not match the digest recorded when it was saved")
+        return restored["state"], record
+
+    def restore(
+        self, target: TrainState, fingerprint: str, *, say: Callable[[str], None] = print
+    ) -> TrainState | None:
+        """The newest good checkpoint restored into the structure of `target`; None when there is none at all.
+
+        Damaged steps are moved aside to `<step>.damaged` and reported through `say`, and the next older step is
+        tried.
 
         Raises:
-          CheckpointError: the step cannot be read (corrupt, truncated, from another ltjax version) or was written
-            by a run whose config differs in a key that changes the result.
+          CheckpointError: checkpoints exist but none is good, or the newest good one was written by a run with
+            another config (`fingerprint` differs).
         """
-        step = self.latest_step()
-        step_dir = self.directory / str(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        try:
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), run=ocp.args.JsonRestore())
-            )
-        except Exception as error:  # orbax raises many types for unreadable data; all mean the same to the user
+        damaged = []
+        for step in reversed(self.steps()):
+            step_dir = self.directory / str(step)
+            try:
+                state, record = self._restore_step(step, abstract)
+            except CheckpointError as fault:
+                aside = _free_name(step_dir.with_name(f"{step}.damaged"))
+                step_dir.rename(aside)
+                with _quiet_orbax():
+                    self._manager.reload()
+                damaged.append(step)
+                say(f"checkpoint step {step} is damaged: {fault}; moved it to {aside} and trying the previous one")
+                continue
+            if record.get("fingerprint") != fingerprint:
+                raise CheckpointError(
+                    f"checkpoint {step_dir} was written by a run with a different config; resuming it with this "
+                    "config would reproduce neither run. Use the config it was written with (its JSON is in the "
+                    "checkpoint's run record), or a new workdir."
+                )
+            if damaged:
+                say(f"resuming from checkpoint step {step}, the newest good one")
+            return state
+        if damaged:
             raise CheckpointError(
-                f"checkpoint {step_dir} cannot be restored ({type(error).__name__}: {error}). It is corrupt or was "
-                f"written by an incompatible run. Delete {step_dir} to resume from the previous checkpoint, or "
-                "train in a new workdir."
-            ) from error
-        record = restored["run"]
-        if not isinstance(record, dict) or record.get("fingerprint") != config_fingerprint(config):
-            raise CheckpointError(
-                f"checkpoint {step_dir} was written by a run with a different config; resuming it with this config "
-                "would not reproduce either run. Use the config it was written with (its JSON is in the "
-                f"checkpoint's run record), or a new workdir."
+                f"no good checkpoint in {self.directory}: steps {damaged} are damaged (moved aside as <step>.damaged). "
+                "Delete the workdir's checkpoints folder to train from the start, or restore it from a copy."
             )
-        return restored["state"]
+        return None
 
     def close(self) -> None:
-        self._manager.close()
+        with _quiet_orbax():
+            self._manager.close()

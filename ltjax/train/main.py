@@ -1,42 +1,99 @@
 """`ltjax-train`: train and evaluate one experiment config.
 
-    ltjax-train                                          # ResNet-8 on the embedded long-tailed digits
-    ltjax-train --config experiments/configs/ffds.py:cifar100-if100 --workdir runs/ffds
-    ltjax-train --config experiments/configs/ldam_drw.py:cifar10-if100 --config.batch_size=256
+    ltjax-train                                            # ResNet-8 on the embedded long-tailed digits
+    ltjax-train --config.loss.name=ffds                    # any method: `ltjax-methods` lists them and their keys
+    ltjax-train --config experiments/configs/ffds.py:cifar100-if100 --config.num_epochs=20
+    ltjax-train --plan --config.loss.name=ldam_drw         # print the resolved config and plan, train nothing
 
-Running again with the same workdir resumes from its last checkpoint.
+Every key of the resolved config can be set with `--config.<key>=<value>`; an unknown key is an error that names the
+nearest valid one. The default workdir, `runs/<method>-<dataset>-if<IF>-seed<seed>-<config hash>`, differs for every
+config; running the same command again resumes from its newest good checkpoint.
 """
 from __future__ import annotations
 
+import argparse
 import pathlib
+import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from ltjax import metrics
-
-_DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "digits.py"
-_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT_CONFIG), "Experiment config file (path[:argument]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs, report and plots; default runs/<config name>.")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop with a checkpoint at this global step; rerun to resume.")
+from ltjax.configs import files, schema
+from ltjax.configs.keys import ConfigError
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file operation at INFO
-    from ltjax.train.loop import train_and_evaluate  # after flag parsing: importing JAX is slow
+def _parser() -> argparse.ArgumentParser:
+    from ltjax import datasets, methods
 
-    config = _CONFIG.value
-    config_path = pathlib.Path(flags.FLAGS["config"].config_filename)
-    workdir = pathlib.Path(_WORKDIR.value or pathlib.Path("runs") / config_path.stem)
-    report = train_and_evaluate(config, workdir, max_steps=_MAX_STEPS.value)
+    parser = argparse.ArgumentParser(
+        prog="ltjax-train", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        usage="ltjax-train [--config FILE[:ARG]] [--workdir DIR] [--max_steps N] [--plan] [--config.KEY=VALUE ...]",
+        epilog=(
+            f"methods (--config.loss.name): {', '.join(methods.names())}\n"
+            f"datasets (--config.dataset.name): {', '.join(datasets.DATASETS)}\n"
+            "`ltjax-methods NAME` shows a method's keys, defaults and meaning."
+        ),
+    )
+    parser.add_argument("--config", default=str(files.DEFAULT_CONFIG),
+                        help="experiment config file, path[:argument] (default: the digits config)")
+    parser.add_argument("--workdir", help="the run's folder (default: runs/<method>-<dataset>-...-<config hash>)")
+    parser.add_argument("--max_steps", type=int, help="stop with a checkpoint at this global step; rerun to resume")
+    parser.add_argument("--plan", action="store_true", help="print the resolved config and the plan, then exit")
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that describe a problem with the input, printed without a traceback."""
+    from ltjax.data.splits import ManifestError
+    from ltjax.train.checkpoint import CheckpointError
+    from ltjax.train.loop import NonFiniteError
+    from ltjax.train.workdir import WorkdirBusyError
+
+    return (ConfigError, ManifestError, CheckpointError, NonFiniteError, WorkdirBusyError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments, extra = _parser().parse_known_args(argv)
+    try:
+        written = files.load_config_file(arguments.config)
+        config, warnings = schema.apply_overrides(written, files.parse_overrides(extra))
+        for warning in warnings:
+            print(f"ltjax-train: warning: {warning}", file=sys.stderr)
+        if arguments.plan:
+            return _print_plan(config)
+        from ltjax.train.loop import train_and_evaluate
+        from ltjax.train.workdir import default_name
+
+        workdir = pathlib.Path(arguments.workdir or pathlib.Path("runs") / default_name(config))
+        report = train_and_evaluate(config, workdir, max_steps=arguments.max_steps)
+    except _user_errors() as error:
+        print(f"ltjax-train: error: {error}", file=sys.stderr)
+        return 1
     if report is None:
-        print(f"stopped at step {_MAX_STEPS.value}; run the same command again to resume from {workdir}")
-        return
+        print(f"stopped at step {arguments.max_steps}; run the same command again to resume from {workdir}")
+        return 0
+    from ltjax import metrics
+
     print(f"\n{config.loss.name} on {config.dataset.name}: balanced test split, {workdir}/report.json")
     print(metrics.format_shot_table(report))
     print(f"plots and log in {workdir}/")
+    return 0
+
+
+def _print_plan(config) -> int:
+    """The resolved config and the plan, without loading more than the training labels."""
+    from ltjax import datasets
+    from ltjax.data.pipeline import TrainPipeline
+    from ltjax.train.build import DataSpec, build, format_plan
+    from ltjax.train.loop import _devices
+
+    print(schema.to_json(config))
+    data = datasets.get(config.dataset.name).load(config.dataset)
+    devices = _devices(config)
+    steps = TrainPipeline(data.train, global_batch_size=config.batch_size, num_devices=len(devices),
+                          sampler=datasets.make_sampler(config.dataset, config.num_epochs)).steps_per_epoch()
+    trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization, steps), devices=devices)
+    print(format_plan(trainer.plan))
+    return 0
 
 
 def run() -> None:
-    app.run(main)
+    sys.exit(main())

@@ -1,11 +1,16 @@
-"""The train and eval steps, written per device in the pmap programming model, and their data-parallel wrappers.
+"""The train and eval steps, written per device in the pmap programming model, and their data-parallel wrapper.
 
-`make_train_step` returns `train_step(state, images, labels, epoch) -> (state, metrics)`, a pure function of one
-device's shard of the batch: gradients are averaged with `pmean` over the named axis `"batch"`, BatchNorm
-normalises with statistics synchronised over that axis, and sums (loss, per-class counts, DynaSmooth statistics)
-are `psum`med, so every device ends the step with the same state and a step on D devices equals one device's step
-on the global batch. `data_parallel` runs such a function over all local devices through `jax.shard_map` under
-`jax.jit` (the default) or through `jax.pmap`; both take the state replicated and return it replicated.
+`make_train_step` returns `train_step(state, images, labels, epoch) -> state`, a pure function of one device's shard
+of the batch: gradients are averaged with `pmean` over the named axis `"batch"`, BatchNorm normalises with statistics
+synchronised over that axis, and sums (loss normaliser, per-class counts, the method's in-step statistics) are
+`psum`med, so every device ends the step with the same state and a step on D devices equals one device's step on the
+global batch. What the loss is, when its phases switch and what state it keeps is the `Objective`'s business; the
+step only calls it. The epoch's running sums (`TrainTotals`) stay in the state on device, so the host never waits
+for a step; they include the first step whose loss or gradient was not finite, which the loop checks whenever it
+fetches them.
+
+`data_parallel` runs such a function over the local devices through `jax.shard_map` under `jax.jit` (the default) or
+through `jax.pmap`; arguments are placed by partition specs over a 1-D mesh with axis `"batch"`.
 
 Multi-host: call `jax.distributed.initialize()` before anything touches the devices, build each host's share of the
 global batch with the pipeline's `process_index`/`process_count`, and assemble global arrays with
@@ -13,7 +18,7 @@ global batch with the pipeline's `process_index`/`process_count`, and assemble g
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,43 +26,33 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ltjax import dynasmooth
 from ltjax.data.augment import Normalization, normalize
+from ltjax.methods import Objective
 from ltjax.metrics import EvalStats
 from ltjax.train.state import TrainState
 
 AXIS = "batch"
 PARALLEL_MODES = ("shard_map", "pmap")
+REPLICATED = PartitionSpec()
+SPLIT = PartitionSpec(AXIS)
 
 
-def _device_count() -> jax.Array:
-    return jax.lax.psum(1, AXIS)
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def make_train_step(
-    model,
-    optimizer: optax.GradientTransformation,
-    objective: Callable,
-    normalization: Normalization,
-    num_classes: int,
-    dynasmooth_phase: Callable[[jax.Array], jax.Array] | None,
-    *,
-    predict_logits: Callable | None = None,
-) -> Callable:
+def make_train_step(model, optimizer: optax.GradientTransformation, objective: Objective,
+                    normalization: Normalization) -> Callable:
     """The per-device train step.
 
     Args:
       model: a Flax model built with `batch_norm_axis_name="batch"`.
       optimizer: the optax optimizer.
-      objective: `train.objective.make_objective(...)`.
+      objective: the method bound to the run (`ltjax.methods.bind`).
       normalization: mean/std applied on device to the uint8 images.
-      num_classes: C.
-      dynasmooth_phase: `epoch -> bool`, whether training batches feed DynaSmooth (FFDS); None for other losses.
-      predict_logits: `outputs -> logits` whose argmax counts as the prediction in the training accuracy, the
-        same rule the eval step uses (IIF predicts with `z * iif`); None: the model's logits.
     """
 
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array):
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array) -> TrainState:
         inputs = normalize(images, normalization)
 
         def loss_fn(params):
@@ -65,47 +60,36 @@ def make_train_step(
                 {"params": params["model"], "batch_stats": state.batch_stats},
                 inputs, train=True, mutable=["batch_stats"],
             )
-            batch_loss = objective(outputs, labels, epoch, state.loss_state, params["loss"])
-            normalizer = jax.lax.psum(batch_loss.normalizer, AXIS)
-            # The pmean of D * total_d / normalizer over devices is the gradient of sum_d total_d / normalizer.
-            return batch_loss.total * _device_count() / normalizer, (outputs, updates, batch_loss, normalizer)
+            total, normalizer = objective.loss(outputs, labels, epoch, state.loss_state, params["loss"])
+            normalizer = jax.lax.psum(normalizer, AXIS)
+            # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
+            return total * jax.lax.psum(1, AXIS) / normalizer, (outputs, updates, total, normalizer)
 
-        grads, (outputs, updates, batch_loss, normalizer) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (outputs, updates, total, normalizer) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
+        batch_loss = jax.lax.psum(total, AXIS) / normalizer
         param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        loss_state = state.loss_state
-        if dynasmooth_phase is not None:
-            smoothing = jax.lax.cond(
-                dynasmooth_phase(epoch),
-                lambda s: dynasmooth.accumulate(s, batch_loss.true_class_probs, labels, axis_name=AXIS),
-                lambda s: s,
-                loss_state.dynasmooth,
-            )
-            loss_state = loss_state.replace(dynasmooth=smoothing)
-        predicted = predict_logits(outputs) if predict_logits is not None else outputs.logits
-        correct = jnp.argmax(predicted, axis=-1) == labels
-        metrics = {
-            "loss": jax.lax.psum(batch_loss.total, AXIS) / normalizer,
-            "class_correct": jax.lax.psum(jnp.zeros(num_classes, jnp.int32).at[labels].add(correct), AXIS),
-            "class_count": jax.lax.psum(jnp.zeros(num_classes, jnp.int32).at[labels].add(1), AXIS),
-        }
-        new_state = state.replace(
+        totals = state.totals.add(
+            batch_loss, objective.predict(outputs), labels, state.step,
+            jnp.isfinite(batch_loss) & _all_finite(grads), axis_name=AXIS,
+        )
+        return state.replace(
             step=state.step + 1,
             params=optax.apply_updates(state.params, param_updates),
             batch_stats=updates["batch_stats"],
             opt_state=opt_state,
-            loss_state=loss_state,
+            loss_state=objective.collect(state.loss_state, outputs, labels, epoch, AXIS),
+            totals=totals,
         )
-        return new_state, metrics
 
     return train_step
 
 
-def make_eval_step(model, normalization: Normalization, predict_logits: Callable) -> Callable:
+def make_eval_step(model, normalization: Normalization, objective: Objective) -> Callable:
     """The per-device eval step: `eval_step(state, images, labels, mask) -> (EvalStats, features)`.
 
     `mask` marks the real examples of a padded last batch. The returned statistics are summed over devices; the
-    features (for SWRM's class prototypes) stay per device.
+    features (for class prototypes) stay per device.
     """
 
     def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array):
@@ -113,78 +97,97 @@ def make_eval_step(model, normalization: Normalization, predict_logits: Callable
             {"params": state.params["model"], "batch_stats": state.batch_stats},
             normalize(images, normalization), train=False,
         )
-        logits = predict_logits(outputs)
+        logits = objective.predict(outputs)
         stats = EvalStats.init(logits.shape[-1]).update(logits, labels, mask, axis_name=AXIS)
         return stats, outputs.features
 
     return eval_step
 
 
-def data_parallel(
-    per_device_fn: Callable, mode: str, devices: list, *, sharded_args: tuple[bool, ...], sharded_outputs: tuple[bool, ...]
-) -> Callable:
-    """Runs a per-device function over `devices`, replicated arguments in, replicated or sharded outputs out.
+def _split_axis(spec: PartitionSpec) -> int | None:
+    """The position of the device axis in a partition spec (None: replicated)."""
+    return next((i for i, name in enumerate(spec) if name == AXIS), None)
 
-    Arguments and outputs marked sharded carry a leading batch axis that is split over the devices (device d takes
-    the d-th contiguous block, for both modes); the others are the same on every device.
+
+def data_parallel(
+    per_device_fn: Callable,
+    mode: str,
+    devices: Sequence,
+    *,
+    in_specs: tuple[PartitionSpec, ...],
+    out_specs: PartitionSpec | tuple[PartitionSpec, ...],
+    donate_argnums: tuple[int, ...] = (),
+) -> Callable:
+    """Runs a per-device function over `devices`; arguments and outputs placed by partition specs.
+
+    A spec naming the axis `"batch"` at position k splits that array's dimension k over the devices (device d takes
+    the d-th contiguous block, in both modes); `PartitionSpec()` replicates.
 
     Args:
       per_device_fn: written for one device with collectives over the axis `"batch"`.
       mode: `"shard_map"` (`jax.shard_map` under `jax.jit`) or `"pmap"`.
       devices: the local devices to use.
-      sharded_args, sharded_outputs: which positional arguments / outputs are split over devices.
+      in_specs: a spec per positional argument (a spec prefix applies to a whole pytree argument).
+      out_specs: a spec per output, or one spec for a single output.
+      donate_argnums: arguments whose buffers the step may reuse (the train state).
 
     Returns:
       A function of the global (unsplit) arguments.
     """
     if mode not in PARALLEL_MODES:
         raise ValueError(f"unknown parallel mode {mode!r}; choose one of {', '.join(PARALLEL_MODES)}")
-    num_devices = len(devices)
     if mode == "pmap":
-        mapped = jax.pmap(
-            per_device_fn,
-            axis_name=AXIS,
-            in_axes=tuple(0 if sharded else None for sharded in sharded_args),
-            out_axes=tuple(0 if sharded else None for sharded in sharded_outputs),
-            devices=devices,
-        )
-
-        def split(x):
-            return x.reshape(num_devices, x.shape[0] // num_devices, *x.shape[1:])
-
-        def merge(x):
-            return x.reshape(-1, *x.shape[2:])
-
-        def run(*args):
-            outputs = mapped(*(split(a) if s else a for a, s in zip(args, sharded_args)))
-            return tuple(
-                jax.tree.map(merge, out) if s else out for out, s in zip(outputs, sharded_outputs)
-            )
-
-        return run
-
+        return _pmapped(per_device_fn, devices, in_specs, out_specs, donate_argnums)
     mesh = Mesh(np.asarray(devices), (AXIS,))
-
-    def spec(sharded):
-        return PartitionSpec(AXIS) if sharded else PartitionSpec()
-
     mapped = jax.jit(
         jax.shard_map(
             per_device_fn,
             mesh=mesh,
-            in_specs=tuple(spec(s) for s in sharded_args),
-            out_specs=tuple(spec(s) for s in sharded_outputs),
+            in_specs=in_specs,
+            out_specs=out_specs,
             # The pmap model: collectives are written out (the `pmean` of the gradients). With replication
             # checking on, autodiff would also sum the gradients of the replicated parameters over devices.
             check_vma=False,
-        )
+        ),
+        donate_argnums=donate_argnums,
     )
     # Explicit placements: a state fresh from init (one device) and one returned by a step (replicated on the mesh)
     # then present the same input shardings, so the step is traced and compiled once.
-    placements = tuple(NamedSharding(mesh, spec(s)) for s in sharded_args)
+    placements = tuple(NamedSharding(mesh, spec) for spec in in_specs)
 
     def run(*args):
         return mapped(*(jax.device_put(a, placement) for a, placement in zip(args, placements)))
+
+    return run
+
+
+def _pmapped(per_device_fn, devices, in_specs, out_specs, donate_argnums) -> Callable:
+    num_devices = len(devices)
+    single_output = isinstance(out_specs, PartitionSpec)
+    out_tuple = (out_specs,) if single_output else tuple(out_specs)
+    in_axes = tuple(_split_axis(spec) for spec in in_specs)
+    out_axes = tuple(_split_axis(spec) for spec in out_tuple)
+    mapped = jax.pmap(
+        per_device_fn, axis_name=AXIS, in_axes=in_axes, out_axes=out_axes[0] if single_output else out_axes,
+        devices=devices, donate_argnums=donate_argnums,
+    )
+
+    def split(x, axis):
+        return x.reshape(*x.shape[:axis], num_devices, x.shape[axis] // num_devices, *x.shape[axis + 1:])
+
+    def merge(x, axis):
+        return x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2:])
+
+    def run(*args):
+        outputs = mapped(*(
+            a if axis is None else jax.tree.map(lambda x, k=axis: split(x, k), a) for a, axis in zip(args, in_axes)
+        ))
+        outputs = (outputs,) if single_output else outputs
+        merged = tuple(
+            out if axis is None else jax.tree.map(lambda x, k=axis: merge(x, k), out)
+            for out, axis in zip(outputs, out_axes)
+        )
+        return merged[0] if single_output else merged
 
     return run
 
@@ -195,4 +198,3 @@ def check_batch_divides(global_batch_size: int, num_devices: int) -> None:
             f"the global batch size {global_batch_size} must divide by the number of devices {num_devices}; "
             f"use a multiple of {num_devices} (e.g. {num_devices * max(1, global_batch_size // num_devices)})"
         )
-

@@ -1,0 +1,53 @@
+"""Config files and command-line overrides: `path[:argument]` -> the file's `get_config`, `--config.a.b=v` pairs."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+from typing import Sequence
+
+import ml_collections
+
+from ltjax.configs.keys import ConfigError
+
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "digits.py"
+
+
+def load_config_file(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """Runs `get_config(argument)` of the file `spec` names (`path` or `path:argument`), as written (unresolved).
+
+    Raises:
+      ConfigError: the file is missing or has no `get_config`.
+    """
+    path, _, argument = str(spec).partition(":")
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (expected e.g. experiments/configs/ce.py:cifar10-if100)")
+    module_spec = importlib.util.spec_from_file_location(f"ltjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config()")
+    return module.get_config(argument) if argument else module.get_config()
+
+
+def parse_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:
+    """`["--config.loss.gamma=2", "--config.seed", "3"]` -> `[("loss.gamma", "2"), ("seed", "3")]`.
+
+    Raises:
+      ConfigError: an argument that is not a `--config.<key>` override.
+    """
+    overrides, index = [], 0
+    arguments = list(arguments)
+    while index < len(arguments):
+        argument = arguments[index]
+        if not argument.startswith("--config."):
+            raise ConfigError(f"unrecognised argument {argument!r}; config keys are set as --config.<key>=<value>")
+        key, equals, value = argument[len("--config."):].partition("=")
+        if not equals:
+            if index + 1 >= len(arguments):
+                raise ConfigError(f"{argument} needs a value: {argument}=<value>")
+            index += 1
+            value = arguments[index]
+        overrides.append((key, value))
+        index += 1
+    return overrides

@@ -1,0 +1,188 @@
+"""The datasets a config can name: each with its keys, loader, augmentation, normalisation and default model.
+
+    --config.dataset.name=digits          # embedded, no download (the default)
+    --config.dataset.name=cifar10         # tensorflow-datasets, prepared ArrayRecord data (see ltjax.data.cifar)
+    --config.dataset.name=cifar100
+    --config.dataset.name=tiny_imagenet   # the official tiny-imagenet-200 folder (--config.dataset.data_dir)
+
+Augmentation follows each reference recipe: none for digits (flipping a digit changes it), pad-4 crop + flip for
+CIFAR, pad-8 crop + flip at 64 px for Tiny ImageNet from scratch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import ml_collections
+import numpy as np
+
+from ltjax.configs.keys import ConfigError, Key, nearest, number
+from ltjax.data import augment, samplers
+from ltjax.data.digits import load_digits_lt
+from ltjax.data.source import ImageSource
+from ltjax.data.splits import SplitManifest
+from ltjax.data.tiny_imagenet import load_tiny_imagenet
+
+SAMPLERS = ("instance", "class_balanced", "square_root", "progressive", "oversample", "undersample")
+
+# The digits' pixels are 0..255 after scaling 0..16; centre them with half-range statistics.
+DIGITS_NORMALIZATION = augment.Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """The splits of a run and how its images are prepared.
+
+    Attributes:
+      train: the long-tailed training split.
+      validation: the held-out model-selection split evaluated every epoch, or None.
+      test: the balanced test split, evaluated once at the end.
+      manifests: a `SplitManifest` per split present (`"train"`, `"validation"`, `"test"`).
+      train_transform: batched host augmentation of training images (None: as stored).
+      normalization: applied on device inside the steps.
+    """
+
+    train: ImageSource
+    validation: ImageSource | None
+    test: ImageSource
+    manifests: Mapping[str, SplitManifest]
+    train_transform: augment.Transform | None
+    normalization: augment.Normalization
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.train.labels, minlength=self.train.num_classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.train.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.train[0][0].shape)
+
+    def splits(self) -> dict[str, ImageSource]:
+        """The splits present, by name."""
+        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: source for name, source in named.items() if source is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset a config can name.
+
+    Attributes:
+      name: the `dataset.name` value.
+      summary: one line.
+      keys: its config keys with defaults (`imbalance_factor`, `validation_per_class`, `seed`, ...).
+      load: `dataset_config -> TrainingData`.
+      model: the model its recipes train (`model.name = ""` takes it).
+      model_options: keyword options of that model (Tiny ImageNet: `small_input`).
+    """
+
+    name: str
+    summary: str
+    keys: Mapping[str, Key]
+    load: Callable[[ml_collections.ConfigDict], TrainingData]
+    model: str
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _common_keys(imbalance_factor: float, *, data_dir_help: str | None = None) -> dict[str, Key]:
+    keys = {
+        "imbalance_factor": number(imbalance_factor, "n_max / n_min of the long-tailed train split"),
+        "validation_per_class": Key(0, "balanced validation images per class held out of train (0: none)"),
+        "seed": Key(0, "seed of the long-tailed draw (the reference repositories' rand_number)"),
+        "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
+    }
+    if data_dir_help:
+        keys["data_dir"] = Key("", data_dir_help)
+    return keys
+
+
+def _digits(config: ml_collections.ConfigDict) -> TrainingData:
+    splits = load_digits_lt(
+        imbalance_factor=config.imbalance_factor, seed=config.seed, validation_per_class=config.validation_per_class
+    )
+    return TrainingData(splits.train, splits.validation, splits.test, splits.manifests, None, DIGITS_NORMALIZATION)
+
+
+def _cifar(name: str) -> Callable[[ml_collections.ConfigDict], TrainingData]:
+    def load(config: ml_collections.ConfigDict) -> TrainingData:
+        from ltjax.data.cifar import load_cifar_lt  # imports tensorflow-datasets only when CIFAR is asked for
+
+        splits = load_cifar_lt(
+            name, data_dir=config.data_dir or None, imbalance_factor=config.imbalance_factor, seed=config.seed,
+            validation_per_class=config.validation_per_class,
+        )
+        return TrainingData(
+            splits.train, splits.validation, splits.test, splits.manifests, augment.PadCropFlip(padding=4),
+            augment.NORMALIZATIONS[name],
+        )
+
+    return load
+
+
+def file_manifest(source, *, dataset: str, split: str, parameters: Mapping[str, Any]) -> SplitManifest:
+    """The manifest of a file source: its images identified by file name, class by class."""
+    return SplitManifest.from_indices(
+        dataset=dataset, split=split, labels=source.labels, image_ids=[path.name for path in source.paths],
+        indices=np.argsort(source.labels, kind="stable"), num_classes=source.num_classes,
+        class_names=source.class_names, parameters=parameters,
+    )
+
+
+def _tiny_imagenet(config: ml_collections.ConfigDict) -> TrainingData:
+    if not config.data_dir:
+        raise ConfigError(
+            "dataset tiny_imagenet needs --config.dataset.data_dir=<path to the tiny-imagenet-200 folder>"
+        )
+    held_out = config.validation_per_class
+    parameters = {"imbalance_factor": config.imbalance_factor, "validation_per_class": held_out}
+    splits = {
+        "train": load_tiny_imagenet(config.data_dir, "train", imbalance_factor=config.imbalance_factor,
+                                    val_per_class=held_out),
+        "test": load_tiny_imagenet(config.data_dir, "test"),
+    }
+    if held_out:
+        splits["validation"] = load_tiny_imagenet(config.data_dir, "val", val_per_class=held_out)
+    manifests = {
+        split: file_manifest(source, dataset="tiny_imagenet", split=split, parameters=parameters)
+        for split, source in splits.items()
+    }
+    return TrainingData(
+        splits["train"], splits.get("validation"), splits["test"], manifests, augment.PadCropFlip(padding=8),
+        augment.TINY_IMAGENET_NORMALIZATION,
+    )
+
+
+_CIFAR_DIR_HELP = "tfds data_dir holding the prepared data (empty: tfds's default, $TFDS_DATA_DIR)"
+
+DATASETS: dict[str, Dataset] = {
+    dataset.name: dataset
+    for dataset in (
+        Dataset("digits", "scikit-learn's 1,797 digits, long-tailed, embedded (no download)",
+                {**_common_keys(10.0), "validation_per_class": Key(10, "balanced validation images per class")},
+                _digits, "resnet8"),
+        Dataset("cifar10", "CIFAR-10-LT (tensorflow-datasets, the LDAM-DRW split)",
+                _common_keys(100.0, data_dir_help=_CIFAR_DIR_HELP), _cifar("cifar10"), "resnet32"),
+        Dataset("cifar100", "CIFAR-100-LT (tensorflow-datasets, the LDAM-DRW split)",
+                _common_keys(100.0, data_dir_help=_CIFAR_DIR_HELP), _cifar("cifar100"), "resnet32"),
+        Dataset("tiny_imagenet", "Tiny-ImageNet-LT from the official tiny-imagenet-200 folder, trained from scratch",
+                _common_keys(100.0, data_dir_help="the tiny-imagenet-200 folder"), _tiny_imagenet, "resnet18",
+                {"small_input": True}),
+    )
+}
+
+
+def get(name: str) -> Dataset:
+    """The dataset called `name`; a ConfigError with the nearest name for an unknown one."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}{nearest(name, DATASETS).replace('valid keys', 'datasets')}")
+    return DATASETS[name]
+
+
+def make_sampler(dataset_config: ml_collections.ConfigDict, num_epochs: int) -> samplers.Sampler:
+    """The training order `dataset.sampler` names (the progressive sampler reaches balance at the run's end)."""
+    options = {"total_epochs": num_epochs} if dataset_config.sampler == "progressive" else {}
+    return samplers.make_sampler(dataset_config.sampler, **options)

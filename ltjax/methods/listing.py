@@ -1,0 +1,60 @@
+"""`ltjax-methods`: the methods a config can name, and one method's keys with their defaults and meaning.
+
+    ltjax-methods            # every method: name, head, phases, summary
+    ltjax-methods ffds       # FFDS's keys (set them with --config.loss.<key>=<value>), phases, head, notes
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ltjax.configs.keys import ConfigError
+from ltjax.methods import METHODS, Method, get
+
+
+def _phases(method: Method) -> str:
+    return " -> ".join(phase.name + (f" (from loss.{phase.start})" if phase.start else "") for phase in method.phases)
+
+
+def overview() -> str:
+    """One line per method."""
+    width = max(map(len, METHODS))
+    lines = [f"{'method':<{width}}  {'head':<7}  phases / summary"]
+    for name, method in METHODS.items():
+        lines.append(f"{name:<{width}}  {method.head:<7}  {_phases(method)}")
+        lines.append(f"{'':<{width}}  {'':<7}  {method.summary}")
+    lines.append("\nltjax-methods NAME shows a method's keys; set them with --config.loss.<key>=<value>.")
+    return "\n".join(lines)
+
+
+def describe(name: str) -> str:
+    """A method's summary, phases, head and every key with its default, kind and meaning."""
+    method = get(name)
+    lines = [f"{method.name}: {method.summary}", f"phases: {_phases(method)}", f"head: {method.head}"]
+    if method.keys:
+        width = max(map(len, method.keys))
+        lines.append("keys (--config.loss.<key>=<value>):")
+        for key, spec in method.keys.items():
+            choices = f" [{', '.join(map(str, spec.choices))}]" if spec.choices else ""
+            lines.append(f"  {key:<{width}}  {spec.default!r:<12} {spec.kind:<6}  {spec.help}{choices}")
+    else:
+        lines.append("keys: none")
+    if method.notes:
+        lines.append(f"notes: {method.notes}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ltjax-methods", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("name", nargs="?", help="a method to describe")
+    arguments = parser.parse_args(argv)
+    try:
+        print(describe(arguments.name) if arguments.name else overview())
+    except ConfigError as error:
+        print(f"ltjax-methods: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""One record per method: the names users type, each with its loss, keys, phases, head, prediction rule and state.
+
+Hyper-parameter defaults are read from the loss functions' signatures (`signature_defaults`), so each is written
+once, in `ltjax.losses`; phase starts are fractions of the run equal to the reference's switch epoch out of 200.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ltjax import dynasmooth, losses, stats as class_stats
+from ltjax.configs.keys import Key, epoch, signature_defaults
+from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NORMALIZATIONS
+from ltjax.losses.cross_entropy import CLASS_BALANCED_LOSS_TYPES
+from ltjax.losses.influence import INFLUENCE_BALANCED_VARIANTS
+from ltjax.losses.similarity_window import SIMILARITY_KERNELS
+from ltjax.methods.base import Inputs, Method, PerExample, Phase, cross_entropy
+from ltjax.schedules import drw_class_weights
+
+
+def _numbers(inputs: Inputs, *names: str) -> dict:
+    return {name: inputs.hp[name] for name in names}
+
+
+# --- one-phase losses -------------------------------------------------------------------------------------------
+
+CE = Method(
+    name="ce",
+    summary="softmax cross-entropy, the baseline every table compares with",
+    keys=signature_defaults(losses.softmax_cross_entropy, {"label_smoothing": "label smoothing alpha"}),
+    phases=(Phase("CE", lambda x: PerExample(
+        losses.softmax_cross_entropy(x.logits, x.labels, label_smoothing=x.hp["label_smoothing"]))),),
+)
+
+FOCAL = Method(
+    name="focal",
+    summary="softmax focal loss (Lin et al., ICCV 2017), as kaidic/LDAM-DRW; the FFDS table's FL row",
+    keys=signature_defaults(
+        losses.focal_loss,
+        {"gamma": "focusing exponent", "stop_gradient_modulator": "detach (1 - p_y)^gamma, as the KPS repository"},
+        static=("stop_gradient_modulator",),
+    ),
+    phases=(Phase("focal", lambda x: PerExample(losses.focal_loss(
+        x.logits, x.labels, gamma=x.hp["gamma"], stop_gradient_modulator=x.hp["stop_gradient_modulator"]))),),
+)
+
+CLASS_BALANCED = Method(
+    name="cb",
+    summary="class-balanced loss (Cui et al., CVPR 2019): softmax, sigmoid or sigmoid-focal with effective-number "
+            "weights; the FFDS table's CB-FL row is loss_type=focal",
+    keys=signature_defaults(
+        losses.class_balanced_loss,
+        {"loss_type": "softmax, sigmoid or focal (sigmoid focal)", "beta": "effective-number beta",
+         "gamma": "focusing exponent of the focal type", "normalization": "class weights sum to C, 1/C, or as is"},
+        static=("loss_type", "normalization"),
+        choices={"loss_type": CLASS_BALANCED_LOSS_TYPES, "normalization": WEIGHT_NORMALIZATIONS},
+    ),
+    phases=(Phase("CB", lambda x: PerExample(losses.class_balanced_loss(
+        x.logits, x.labels, class_counts=x.stats.counts, loss_type=x.hp["loss_type"],
+        normalization=x.hp["normalization"], **_numbers(x, "beta", "gamma")))),),
+    notes="The CB reference initialises sigmoid models' final bias to -log(C - 1); ltjax's heads keep theirs.",
+)
+
+LOGIT_ADJUSTED = Method(
+    name="la",
+    summary="logit-adjusted loss (Menon et al., ICLR 2021): CE on z + tau log prior",
+    keys=signature_defaults(losses.logit_adjusted_loss, {"tau": "temperature of the prior (0: CE)"}),
+    phases=(Phase("LA", lambda x: PerExample(losses.logit_adjusted_loss(
+        x.logits, x.labels, class_priors=x.stats.prior, tau=x.hp["tau"]))),),
+)
+
+BALANCED_SOFTMAX = Method(
+    name="bs",
+    summary="balanced softmax (Ren et al., NeurIPS 2020): CE on z + log n",
+    keys={},
+    phases=(Phase("BS", lambda x: PerExample(
+        losses.balanced_softmax_loss(x.logits, x.labels, class_counts=x.stats.counts))),),
+)
+
+IIF = Method(
+    name="iif",
+    summary="inverse image frequency (Alexandridis et al., IEEE TIP 2023): CE on z * iif, predicting with z * iif, "
+            "on IIF's cosine classifier",
+    keys=signature_defaults(
+        losses.iif_loss, {"variant": "which IIF vector", "norm_order": "p-norm normalisation of the vector (0: off)"},
+        static=("variant", "norm_order"), choices={"variant": IIF_VARIANTS},
+    ),
+    phases=(Phase("IIF", lambda x: PerExample(losses.iif_loss(
+        x.logits, x.labels, class_counts=x.stats.counts, variant=x.hp["variant"],
+        norm_order=x.hp["norm_order"]))),),
+    head="cosine",
+    predict=lambda logits, hp, stats: losses.iif_logits(
+        logits, class_counts=stats.counts, variant=hp["variant"], norm_order=hp["norm_order"]),
+    notes="The authors' CIFAR recipe (SE-ResNet-32, 400 epochs, mixup, AutoAugment, decoupled retraining) differs "
+          "from the shared recipe ltjax trains it with; expect lower numbers than the paper's.",
+)
+
+# --- deferred (two-phase) methods -------------------------------------------------------------------------------
+
+
+def _ldam(inputs: Inputs, drw: bool) -> PerExample:
+    weights = drw_class_weights(inputs.stats.counts, drw, beta=inputs.hp["beta"])
+    per_example = losses.ldam_loss(
+        inputs.logits, inputs.labels, class_counts=inputs.stats.counts, class_weights=weights,
+        **_numbers(inputs, "max_margin", "scale"),
+    )
+    return PerExample(per_example, weights[inputs.labels])
+
+
+LDAM_DRW = Method(
+    name="ldam_drw",
+    summary="LDAM margins on cosine logits, deferred class-balanced re-weighting (Cao et al., NeurIPS 2019)",
+    keys={
+        **signature_defaults(losses.ldam_loss, {"max_margin": "margin of the rarest class", "scale": "logit scale s"}),
+        **signature_defaults(drw_class_weights, {"beta": "DRW effective-number beta"}),
+        "drw_start": epoch(0.8, "epoch DRW starts (reference: 160 of 200)"),
+    },
+    phases=(
+        Phase("LDAM", lambda x: _ldam(x, drw=False)),
+        Phase("LDAM-DRW", lambda x: _ldam(x, drw=True), start="drw_start"),
+    ),
+    head="normed",
+    notes="Reduces with PyTorch's weighted mean sum(w_y l) / sum(w_y), as the reference's cross_entropy(weight=w).",
+)
+
+
+def _kps(inputs: Inputs, gradient_adjustment: bool) -> PerExample:
+    return PerExample(losses.kps_loss(
+        inputs.logits, inputs.labels, class_counts=inputs.stats.counts, gradient_adjustment=gradient_adjustment,
+        **_numbers(inputs, "max_margin", "scale", "max_scale"),
+    ))
+
+
+KPS = Method(
+    name="kps",
+    summary="key point sensitive loss with gradient adjustment (Li, Cheung, Hu, TPAMI 2022); predicts with raw "
+            "cosines",
+    keys={
+        **signature_defaults(losses.kps_loss, {"max_margin": "margin of the rarest class", "scale": "scale s",
+                                               "max_scale": "upper clip of the GA scales"}),
+        "ga_start": epoch(0.6, "epoch gradient adjustment starts (reference: 120 of 200)"),
+    },
+    phases=(Phase("KPS", lambda x: _kps(x, False)), Phase("KPS-GA", lambda x: _kps(x, True), start="ga_start")),
+    head="normed",
+)
+
+
+def _influence_balanced(inputs: Inputs) -> PerExample:
+    return PerExample(losses.influence_balanced_loss(
+        inputs.logits, inputs.labels, jnp.sum(jnp.abs(inputs.features), axis=-1), class_counts=inputs.stats.counts,
+        variant=inputs.hp["variant"], stop_gradient_influence=inputs.hp["stop_gradient_influence"],
+        **_numbers(inputs, "alpha", "epsilon", "beta", "gamma"),
+    ))
+
+
+INFLUENCE_BALANCED = Method(
+    name="ib",
+    summary="influence-balanced loss after CE (Park et al., ICCV 2021); variants ib, ib_cb, ib_focal",
+    keys={
+        **signature_defaults(
+            losses.influence_balanced_loss,
+            {"variant": "ib (1/n weights), ib_cb (class-balanced weights) or ib_focal", "alpha": "influence scale",
+             "epsilon": "keeps the influence finite", "beta": "class-balanced beta of ib_cb",
+             "gamma": "focusing exponent of ib_focal",
+             "stop_gradient_influence": "treat the influence as a constant weight (the paper's reading)"},
+            static=("variant", "stop_gradient_influence"), choices={"variant": INFLUENCE_BALANCED_VARIANTS},
+        ),
+        "ib_start": epoch(0.5, "epoch the influence-balanced loss starts (reference: 100 of 200)"),
+    },
+    phases=(Phase("CE", cross_entropy), Phase("IB", _influence_balanced, start="ib_start")),
+    notes="The reference drops the learning rate to 1e-3 when IB starts; its recipe (experiments/configs/ib.py) "
+          "does, a bare --config.loss.name=ib does not.",
+)
+
+
+def _ffds_state(stats, hp):
+    group_ends = tuple(hp["group_ends"]) or None
+    groups = class_stats.frequency_groups(stats.counts, num_groups=hp["num_groups"], group_ends=group_ends)
+    return dynasmooth.init(groups, len(group_ends) if group_ends else hp["num_groups"])
+
+
+def _ffds(inputs: Inputs) -> PerExample:
+    state = inputs.state
+    return PerExample(losses.ffds_loss(
+        inputs.logits, inputs.labels, class_counts=inputs.stats.counts,
+        class_mean_probs=dynasmooth.class_mean_probs(state), has_means=state.has_means,
+        focus_form=inputs.hp["focus_form"], weight_normalization=inputs.hp["weight_normalization"],
+        **_numbers(inputs, "beta", "gamma_min", "gamma_max", "label_smoothing", "smoothing_strength"),
+    ))
+
+
+def _collect_true_class_probs(state, inputs: Inputs, axis_name):
+    probs = jnp.exp(-losses.softmax_cross_entropy(inputs.logits, inputs.labels))
+    return dynasmooth.accumulate(state, probs, inputs.labels, axis_name=axis_name)
+
+
+FFDS = Method(
+    name="ffds",
+    summary="D-FFDS (Nah et al., ICIP 2023): CE, then frequency-focused, dynamically smoothed label-smoothing CE",
+    keys={
+        **signature_defaults(
+            losses.ffds_loss,
+            {"beta": "class-balanced beta", "gamma_min": "FreqFocus exponent of the rarest class",
+             "gamma_max": "FreqFocus exponent of the most frequent class", "focus_form": "FreqFocus curve",
+             "weight_normalization": "class weights sum to 1/C (reference), C, or as is",
+             "label_smoothing": "epsilon", "smoothing_strength": "DynaSmooth's k"},
+            static=("focus_form", "weight_normalization"),
+            choices={"focus_form": FREQFOCUS_FORMS, "weight_normalization": WEIGHT_NORMALIZATIONS},
+        ),
+        "num_groups": Key(1, "DynaSmooth frequency groups: M near-equal blocks of the classes sorted by count"),
+        "group_ends": Key((), "DynaSmooth groups as exclusive block ends in count order, e.g. (3, 6, 10); "
+                              "overrides num_groups"),
+        "ffds_start": epoch(0.65, "epoch FFDS starts collecting group means (reference: 130 of 200); 0 is one-phase "
+                                  "FFDS"),
+    },
+    phases=(
+        Phase("CE", cross_entropy),
+        Phase("FFDS", _ffds, start="ffds_start", collect=_collect_true_class_probs, min_epochs=2,
+              why="its first epoch trains with CE while DynaSmooth collects the group means"),
+    ),
+    init_state=_ffds_state,
+    end_epoch=dynasmooth.end_epoch,
+    notes="DynaSmooth is fed from training batches only; the reference also feeds its test pass.",
+)
+
+
+def _similarity_window(inputs: Inputs, coordinates: jax.Array) -> PerExample:
+    window = min(inputs.hp["window_size"], inputs.stats.num_classes)
+    return PerExample(losses.swrm_loss(
+        inputs.logits, inputs.labels,
+        class_weights=losses.swr_weights(inputs.stats.counts, coordinates, window_size=window,
+                                         normalization=inputs.hp["normalization"]),
+        margins=losses.swm_margins(coordinates, window_size=window, beta=inputs.hp["beta"],
+                                   kernel=inputs.hp["kernel"]),
+    ))
+
+
+def _tsne_coordinates(state, hp, hooks):
+    """SWRM's similarity model: 1-D t-SNE of the class prototypes of the model trained so far (with CE)."""
+    return {"coordinates": jnp.asarray(losses.tsne_coordinates(hooks.class_mean_features(), seed=hooks.seed))}
+
+
+_WINDOW_KEYS = {
+    **signature_defaults(
+        losses.swr_weights, {"window_size": "classes per window, W", "normalization": "SWR weight normalisation"},
+        static=("window_size", "normalization"), choices={"normalization": WEIGHT_NORMALIZATIONS},
+    ),
+    **signature_defaults(
+        losses.swm_margins, {"beta": "margin exponent (CIFAR 1, ImageNet-LT 10)", "kernel": "similarity kernel"},
+        static=("kernel",), choices={"kernel": SIMILARITY_KERNELS},
+    ),
+    "swrm_start": epoch(0.7, "epoch the similarity-window loss starts (reference: the last 60 of 200)"),
+}
+
+SWRM = Method(
+    name="swrm",
+    summary="similarity window reweighting and margin (SWRM submission): CE, then window weights and margins from "
+            "a 1-D t-SNE of the class prototypes",
+    keys=_WINDOW_KEYS,
+    phases=(
+        Phase("CE", cross_entropy),
+        Phase("SWRM", lambda x: _similarity_window(x, x.state["coordinates"]), start="swrm_start",
+              enter=_tsne_coordinates),
+    ),
+    init_state=lambda stats, hp: {"coordinates": jnp.zeros((stats.num_classes,), jnp.float32)},
+    notes="No public code exists; the paper's open points are settled as ltjax.losses.similarity_window says. A "
+          "window larger than the number of classes holds every class.",
+)
+
+DYSWRM = Method(
+    name="dyswrm",
+    summary="DySWRM: SWRM with a trainable coordinate vector, learned with the model",
+    keys=_WINDOW_KEYS,
+    phases=(
+        Phase("CE", cross_entropy),
+        Phase("DySWRM", lambda x: _similarity_window(x, x.params["coordinates"]), start="swrm_start"),
+    ),
+    init_params=lambda stats, hp, key: {"coordinates": jax.random.normal(key, (stats.num_classes,), jnp.float32)},
+    notes=SWRM.notes,
+)
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (CE, FOCAL, CLASS_BALANCED, LDAM_DRW, INFLUENCE_BALANCED, FFDS, KPS, IIF, LOGIT_ADJUSTED,
+                   BALANCED_SOFTMAX, SWRM, DYSWRM)
+}

@@ -1,0 +1,194 @@
+"""A run's folder: one run at a time, what produced it, and a log with one line per epoch.
+
+    <workdir>/
+        config.json            # the resolved config; resuming with a different one is an error showing the change
+        plan.json              # method, phases with their epochs, learning-rate milestones, batch, devices
+        provenance.json        # per session: command line, library versions, devices, start time, ltjax's git state
+        manifests/<split>.json # the train/validation/test split manifests, each with its SHA-256
+        log.jsonl              # one JSON line per finished epoch
+        checkpoints/           # orbax steps (see ltjax.train.checkpoint)
+        report.json, *.png     # the final test report and plots
+        .lock                  # held (flock) while a run uses the folder
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from typing import Iterator, Mapping
+
+import jax
+import ml_collections
+
+from ltjax.configs import schema
+from ltjax.configs.keys import ConfigError
+from ltjax.data.splits import ManifestError, SplitManifest
+
+_PACKAGES = ("ltjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow-datasets",
+             "ml_collections", "scikit-learn")
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another run holds the workdir."""
+
+
+def default_name(config: ml_collections.ConfigDict) -> str:
+    """`<method>-<dataset>-if<IF>-seed<seed>-<config hash>`: runs that compute different things never share it."""
+    return (f"{config.loss.name}-{config.dataset.name}-if{config.dataset.imbalance_factor:g}-seed{config.seed}-"
+            f"{schema.fingerprint(config)[:8]}")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _ltjax_source() -> dict[str, str]:
+    """The git commit of the ltjax checkout running, and whether it had uncommitted changes (if it is one)."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "ltjax"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git": "not a git checkout"}
+    return {"git_commit": commit, "git_uncommitted_changes": bool(dirty)}
+
+
+class Workdir:
+    """The folder of one run (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+
+    @property
+    def checkpoints(self) -> pathlib.Path:
+        return self.path / "checkpoints"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the workdir for this process; released when the run ends or the process dies (even by SIGKILL).
+
+        Raises:
+          WorkdirBusyError: another process holds it.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise WorkdirBusyError(
+                    f"workdir {self.path} is in use by {holder}; wait for that run to finish, or give this one "
+                    "another --workdir"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {_now()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+
+    def check_config(self, config: ml_collections.ConfigDict) -> None:
+        """Writes `config.json`, or checks that a resumed run computes the same thing as the run that started here.
+
+        Raises:
+          ConfigError: the workdir holds a run with another config; the message lists the differing keys.
+        """
+        path = self.path / "config.json"
+        text = schema.to_json(config)
+        if path.exists():
+            recorded = json.loads(path.read_text())
+            changes = schema.differences(recorded, json.loads(text))
+            if changes:
+                raise ConfigError(
+                    f"workdir {self.path} holds a run with another config, so resuming it would reproduce neither "
+                    "run. Changed keys (workdir -> now):\n  " + "\n  ".join(changes) +
+                    "\nUse the workdir's config, or another --workdir (the default name differs for every config)."
+                )
+        path.write_text(text + "\n")
+
+    def record_manifests(self, manifests: Mapping[str, SplitManifest]) -> None:
+        """Writes each split's manifest, or checks that a resumed run reads the same images.
+
+        Raises:
+          ManifestError: a split differs from the one this workdir's run started with (the dataset copy changed).
+        """
+        folder = self.path / "manifests"
+        folder.mkdir(exist_ok=True)
+        for split, manifest in manifests.items():
+            path = folder / f"{split}.json"
+            if path.exists():
+                recorded = SplitManifest.load(path)
+                if recorded.sha256 != manifest.sha256:
+                    raise ManifestError(
+                        f"the {split} split differs from the one this run started with (manifest {path}: "
+                        f"{recorded.sha256[:12]}, now {manifest.sha256[:12]}): the dataset copy changed; restore it "
+                        "or train in a new workdir"
+                    )
+            else:
+                manifest.to_json(path)
+
+    def record_session(self, plan: dict, devices) -> None:
+        """Appends this session (command, versions, devices, time) to `provenance.json` and writes `plan.json`."""
+        (self.path / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+        path = self.path / "provenance.json"
+        sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
+        sessions.append({
+            "started": _now(),
+            "command": sys.argv,
+            "cwd": os.getcwd(),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "devices": {"kind": devices[0].device_kind, "platform": devices[0].platform, "count": len(devices),
+                        "process_count": jax.process_count()},
+            "versions": _versions(),
+            "ltjax_source": _ltjax_source(),
+        })
+        path.write_text(json.dumps({"sessions": sessions}, indent=1) + "\n")
+
+    def epoch_log(self, start_epoch: int) -> "EpochLog":
+        return EpochLog(self.path / "log.jsonl", start_epoch)
+
+
+class EpochLog:
+    """`log.jsonl`, one line per finished epoch. Opening it at a resumed run's first epoch drops the lines of that
+    epoch and later ones (written before an interruption, then recomputed), so every epoch has exactly one line."""
+
+    def __init__(self, path: pathlib.Path, start_epoch: int):
+        self.path = path
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] < start_epoch]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

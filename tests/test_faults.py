@@ -1,0 +1,217 @@
+"""The fault matrix: each bad input or fault a new user met, and the clear error or preserved data it now gets.
+
+| fault                                              | before                                   | now (test)                          |
+|----------------------------------------------------|------------------------------------------|-------------------------------------|
+| the loss becomes NaN                               | exit 0, "Many-shot 100%" report          | NonFiniteError, exit 1, no report, good checkpoints kept |
+| flipped bytes in a checkpoint's arrays             | restored silently, wrong report          | digest mismatch, step moved aside, previous step resumed |
+| truncated / deleted checkpoint data                | right error under orbax log noise        | one message, fallback to the previous step |
+| every checkpoint damaged                           | -                                        | CheckpointError naming the steps    |
+| the workdir does not say what produced it          | no config, manifests, versions, devices  | config.json, manifests/*.json, provenance.json, plan.json |
+| README's `--config.loss.name=la` after the default | tried to resume the CE run, failed       | its own default workdir             |
+| resuming with another config                       | checkpoint error without the difference | ConfigError listing the changed keys |
+| two runs in one workdir at once                    | interleaved logs                         | WorkdirBusyError                    |
+| kill -9 and resume                                 | log.jsonl lost epoch lines               | one line per epoch, same report     |
+"""
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ltjax import datasets
+from ltjax.configs import files, schema
+from ltjax.configs.keys import ConfigError
+from ltjax.data.splits import SplitManifest
+from ltjax.train import main as train_main
+from ltjax.train.build import DataSpec, build
+from ltjax.train.checkpoint import Checkpointer, CheckpointError, state_digest
+from ltjax.train.loop import NonFiniteError, train_and_evaluate
+from ltjax.train.workdir import Workdir, WorkdirBusyError, default_name
+
+
+def digits_config(*overrides):
+    written = files.load_config_file(files.DEFAULT_CONFIG)
+    return schema.apply_overrides(written, [("progress_bar", "false"), *overrides])[0]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+# --- a diverged run ---------------------------------------------------------------------------------------------
+
+# 7 steps per epoch; from epoch 2 on the learning rate is multiplied by 1e12, which overflows the parameters.
+DIVERGING = (("num_epochs", "4"), ("optimizer.lr_decay", "((2, 1e12),)"))
+
+
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_good_checkpoints(tmp_path):
+    with pytest.raises(NonFiniteError, match=r"not finite at global step (1[4-9]|20) \(epoch 2.*last good checkpoint, "
+                                             r"step 14"):
+        train_and_evaluate(digits_config(*DIVERGING), tmp_path, say=quiet)
+    assert not (tmp_path / "report.json").exists()
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [7, 14]
+    restored = _restore_latest(digits_config(*DIVERGING), tmp_path)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored.params))
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in log] == [0, 1] and all(np.isfinite(r["train_loss"]) for r in log)
+
+
+def test_the_command_exits_nonzero_on_divergence(tmp_path, capsys):
+    argv = [f"--workdir={tmp_path}", "--config.progress_bar=false"] + [f"--config.{k}={v}" for k, v in DIVERGING]
+    assert train_main.main(argv) == 1
+    assert "training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
+
+
+def _restore_latest(config, workdir: pathlib.Path):
+    data = datasets.get("digits").load(config.dataset)
+    trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization, steps_per_epoch=7))
+    return Checkpointer(workdir / "checkpoints").restore(trainer.init_state(), schema.fingerprint(config), say=quiet)
+
+
+# --- damaged checkpoints ------------------------------------------------------------------------------------------
+
+
+def _trained_workdir(tmp_path: pathlib.Path, epochs: int = 2) -> tuple[pathlib.Path, dict]:
+    workdir = tmp_path / "run"
+    report = train_and_evaluate(digits_config(("num_epochs", str(epochs))), workdir, say=quiet)
+    return workdir, report
+
+
+def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
+    files_ = [path for path in (step_dir / "state").rglob("*") if path.is_file() and "metadata" not in path.name.lower()]
+    return max(files_, key=lambda path: path.stat().st_size)
+
+
+def _resume(workdir: pathlib.Path, epochs: int = 2) -> tuple[dict, list[str]]:
+    said = []
+    report = train_and_evaluate(digits_config(("num_epochs", str(epochs))), workdir, say=said.append)
+    return report, said
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(tmp_path, damage, capfd):
+    workdir, _ = _trained_workdir(tmp_path)  # checkpoints at steps 7 and 14, the run finished
+    finished = (workdir / "report.json").read_text()
+    target = _largest_array_file(workdir / "checkpoints" / "14")
+    data = bytearray(target.read_bytes())
+    if damage == "flip":
+        middle = len(data) // 2
+        data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+        target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(bytes(data[: len(data) // 3]))
+    else:
+        target.unlink()
+    capfd.readouterr()
+    _, said = _resume(workdir)  # epoch 1 is trained again from step 7
+    assert any("checkpoint step 14 is damaged" in line for line in said), said
+    assert any("resuming from checkpoint step 7" in line for line in said), said
+    assert (workdir / "checkpoints" / "14.damaged").is_dir()  # kept for inspection
+    assert (workdir / "report.json").read_text() == finished
+    err = capfd.readouterr().err
+    assert "orbax" not in err.lower() and len(err.splitlines()) < 5, err  # no orbax log noise on the terminal
+
+
+def test_with_every_checkpoint_damaged_the_run_stops_naming_them(tmp_path):
+    workdir, _ = _trained_workdir(tmp_path)
+    for step in (7, 14):
+        _largest_array_file(workdir / "checkpoints" / str(step)).write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match=r"no good checkpoint .*steps \[14, 7\] are damaged"):
+        _resume(workdir)
+
+
+def test_digest_covers_every_array():
+    state = {"a": np.arange(4.0), "b": {"c": np.zeros((2, 2), np.int32)}}
+    changed = {"a": np.arange(4.0), "b": {"c": np.array([[0, 0], [0, 1]], np.int32)}}
+    assert state_digest(state) == state_digest(jax.tree.map(np.copy, state))
+    assert state_digest(state) != state_digest(changed)
+
+
+# --- provenance, naming, config changes, the lock, the log ---------------------------------------------------
+
+
+def test_the_workdir_records_what_produced_the_run(tmp_path):
+    workdir, report = _trained_workdir(tmp_path, epochs=1)
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["loss"] == {"name": "ce", "label_smoothing": 0.0} and config["num_epochs"] == 1
+    for split in ("train", "validation", "test"):
+        manifest = SplitManifest.load(workdir / "manifests" / f"{split}.json")  # verifies its SHA-256
+        assert manifest.split == split and manifest.dataset == "digits"
+    assert SplitManifest.load(workdir / "manifests" / "train.json").class_counts.tolist() == report[
+        "train_class_counts"]
+    session = json.loads((workdir / "provenance.json").read_text())["sessions"][0]
+    assert session["devices"]["count"] == len(jax.local_devices()) and session["devices"]["kind"]
+    assert session["versions"]["jax"] == jax.__version__ and session["command"]
+    assert json.loads((workdir / "plan.json").read_text())["method"] == "ce"
+    assert report["class_names"] == [str(d) for d in range(10)]
+
+
+def test_default_workdirs_differ_by_method_dataset_factor_and_seed():
+    names = {default_name(digits_config(*overrides)) for overrides in [
+        (), (("loss.name", "la"),), (("dataset.imbalance_factor", "5"),), (("seed", "1"),), (("loss.name", "la"),)]}
+    assert len(names) == 4
+    assert default_name(digits_config(("loss.name", "la"))).startswith("la-digits-if10-seed0-")
+    # Keys that do not change the result keep the name: a run resumes into its folder.
+    assert default_name(digits_config(("progress_bar", "true"))) == default_name(digits_config())
+
+
+def test_resuming_with_another_config_is_an_error_showing_the_difference(tmp_path):
+    workdir, _ = _trained_workdir(tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match=r"(?s)another config.*optimizer\.learning_rate: 0\.1 -> 0\.05"):
+        train_and_evaluate(digits_config(("num_epochs", "1"), ("optimizer.learning_rate", "0.05")), workdir, say=quiet)
+
+
+def test_a_second_run_is_kept_out_of_a_busy_workdir(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('pid test'); "
+         "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WorkdirBusyError, match="is in use by pid test"):
+            with Workdir(tmp_path).lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with Workdir(tmp_path).lock():  # released when the holder dies
+        pass
+
+
+def test_a_resumed_run_logs_each_epoch_exactly_once(tmp_path):
+    config = digits_config(("num_epochs", "3"), ("checkpoint_every_steps", "3"))
+    assert train_and_evaluate(config, tmp_path, max_steps=17, say=quiet) is None  # stops mid-epoch 2
+    # As if killed after writing epoch 2's line but before its checkpoint: a stale line beyond the resume point.
+    with (tmp_path / "log.jsonl").open("a") as log:
+        log.write(json.dumps({"epoch": 2, "train_loss": -1.0}) + "\n")
+    train_and_evaluate(config, tmp_path, say=quiet)
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1, 2]
+
+
+def _cli(workdir: pathlib.Path) -> list[str]:
+    return [sys.executable, "-m", "ltjax", f"--workdir={workdir}", "--config.num_epochs=2",
+            "--config.checkpoint_every_steps=2", "--config.progress_bar=false"]
+
+
+def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL the real command mid-epoch (digits: 7 steps per epoch), rerun it, compare with a run never killed."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_cli(straight), check=True, capture_output=True, timeout=600)
+    process = subprocess.Popen(_cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "10").is_dir():  # step 10 is mid-epoch 1
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "report.json").exists()
+    subprocess.run(_cli(killed), check=True, capture_output=True, timeout=600)
+    assert (killed / "report.json").read_text() == (straight / "report.json").read_text()
+    assert len((killed / "log.jsonl").read_text().splitlines()) == 2
