@@ -80,7 +80,7 @@ def main() -> None:
 
     files = tiny_imagenet_lt_train(args.data)
     start = time.perf_counter()
-    cached = cache.cached_source(files, args.cache, rebuild=True, num_workers=args.workers)
+    cached = cache.write_cache(files, args.cache, num_workers=args.workers)
     build_seconds = time.perf_counter() - start
 
     transforms = {

@@ -1,10 +1,10 @@
-"""Input pipeline and decoded cache: epoch coverage, drop-remainder, device split, resumption, multi-host shares,
-eval padding, cache round trip and staleness."""
+"""Input pipeline: epoch coverage, drop-remainder, device split, resumption, multi-host shares, eval padding,
+process workers (the decoded cache is tested with prepare_split)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from ltjax.data import augment, cache, samplers
+from ltjax.data import augment, samplers
 from ltjax.data.pipeline import TrainPipeline, eval_batches
 from ltjax.data.source import ArraySource, FileSource
 
@@ -144,45 +144,6 @@ def test_clear_errors(source):
         TrainPipeline(source, global_batch_size=128, num_devices=8).steps_per_epoch()
     with pytest.raises(ValueError, match="start_step must lie in"):
         TrainPipeline(source, global_batch_size=16, num_devices=8).batches(start_step=7)
-
-
-def test_cache_round_trip_and_staleness(tmp_path):
-    paths = write_pngs(tmp_path / "data" / "images", [(12, 12)] * 6)
-    files = FileSource(tuple(paths), np.array([0, 1, 0, 1, 1, 0]), 2, ("a", "b"))
-    cached = cache.cached_source(files, tmp_path / "cache" / "train.npy")
-    assert isinstance(cached.images, np.memmap) and cached.images.shape == (6, 12, 12, 3)
-    for i in range(len(files)):
-        np.testing.assert_array_equal(cached[i][0], files[i][0])
-    np.testing.assert_array_equal(cached.labels, files.labels)
-    # Reopening checks the manifest; moving the dataset folder keeps the cache valid.
-    moved = FileSource(tuple(tmp_path / "elsewhere" / p.name for p in paths), files.labels, 2, ("a", "b"))
-    cache.cached_source(moved, tmp_path / "cache" / "train.npy")
-    relabelled = FileSource(files.paths, np.array([1, 1, 0, 1, 1, 0]), 2, ("a", "b"))
-    with pytest.raises(cache.StaleCacheError, match="labels_sha256"):
-        cache.cached_source(relabelled, tmp_path / "cache" / "train.npy")
-    fewer = files.subset(np.arange(5))
-    with pytest.raises(cache.StaleCacheError, match="length"):
-        cache.load_cache(fewer, tmp_path / "cache" / "train.npy")
-    cache.cached_source(relabelled, tmp_path / "cache" / "train.npy", rebuild=True)
-    (tmp_path / "cache" / "train.npy.json").unlink()
-    with pytest.raises(cache.StaleCacheError, match="interrupted"):
-        cache.load_cache(relabelled, tmp_path / "cache" / "train.npy")
-    with pytest.raises(FileNotFoundError, match="write_cache"):
-        cache.load_cache(files, tmp_path / "missing.npy")
-
-
-def test_cache_of_mixed_sizes_needs_image_size(tmp_path):
-    paths = write_pngs(tmp_path / "images", [(12, 16), (20, 10), (12, 12)])
-    files = FileSource(tuple(paths), np.array([0, 1, 0]), 2, ("a", "b"))
-    with pytest.raises(ValueError, match="pass image_size="):
-        cache.write_cache(files, tmp_path / "mixed.npy")
-    assert not list(tmp_path.glob("mixed.npy*"))
-    cached = cache.write_cache(files, tmp_path / "mixed.npy", image_size=8)
-    assert cached.images.shape == (3, 8, 8, 3)
-    with pytest.raises(cache.StaleCacheError, match="image_size"):
-        cache.load_cache(files, tmp_path / "mixed.npy")
-    batch = next(iter(TrainPipeline(cached, global_batch_size=2, num_devices=2).batches()))
-    assert batch.images.shape == (2, 1, 8, 8, 3)
 
 
 def test_process_workers_give_the_same_batches_as_threads(tmp_path, source):
