@@ -1,5 +1,5 @@
 """On the devices: augmentation (`ltjax.data.device_augment`) against the host reference and across device
-layouts, on the 8 fake CPU devices of conftest."""
+layouts, and `device_prefetch` on the 8 fake CPU devices of conftest."""
 import functools
 
 import jax
@@ -9,6 +9,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ltjax.data import augment, device_augment
+from ltjax.data.pipeline import TrainPipeline, eval_batches
+from ltjax.data.prefetch import device_prefetch
+from ltjax.data.source import ArraySource
 
 AXIS = "batch"
 
@@ -87,3 +90,55 @@ def test_device_augment_errors():
         device_augment.pad_crop_flip(np.zeros((2, 8, 8, 3), np.float32), key, padding=2)
     with pytest.raises(ValueError, match="padding"):
         device_augment.pad_crop_flip(random_images(2, 8), key, padding=-1)
+
+
+@pytest.fixture(scope="module")
+def source() -> ArraySource:
+    generator = np.random.default_rng(1)
+    images = generator.integers(0, 256, size=(80, 8, 8, 3), dtype=np.uint8)
+    return ArraySource(images, generator.integers(0, 4, size=80), 4, ("a", "b", "c", "d"))
+
+
+def test_device_prefetch_places_batches_in_order_with_the_sharding(source):
+    sharding = batch_sharding(8)
+    pipeline = TrainPipeline(source, global_batch_size=16, seed=2)
+    host_batches = list(pipeline.batches(end_epoch=2))
+    placed = list(device_prefetch(pipeline.batches(end_epoch=2), sharding, size=2))
+    assert [(b.epoch, b.step) for b in placed] == [(b.epoch, b.step) for b in host_batches]
+    for on_host, on_device in zip(host_batches, placed):
+        for name in ("images", "labels", "mask"):
+            array = getattr(on_device, name)
+            assert isinstance(array, jax.Array) and array.sharding.is_equivalent_to(sharding, array.ndim)
+            assert len(array.addressable_shards) == 8 and array.addressable_shards[0].data.shape[0] == 2
+            np.testing.assert_array_equal(np.asarray(array), getattr(on_host, name))
+        assert isinstance(on_device.indices, np.ndarray)
+        np.testing.assert_array_equal(on_device.indices, on_host.indices)
+    evaluated = list(device_prefetch(eval_batches(source, global_batch_size=32), sharding))
+    assert int(sum(np.asarray(b.mask).sum() for b in evaluated)) == len(source)
+
+
+def test_closing_device_prefetch_stops_the_source(source):
+    pulled, closed = [], []
+
+    def host_batches():
+        try:
+            for batch in TrainPipeline(source, global_batch_size=8, seed=0).batches():
+                pulled.append(batch.step)
+                yield batch
+        finally:
+            closed.append(True)
+
+    batches = device_prefetch(host_batches(), batch_sharding(8), size=2)
+    assert [next(batches).step for _ in range(3)] == [0, 1, 2]
+    # Placed ahead: the one handed out and `size` more, never the whole (endless) source.
+    assert len(pulled) == 3 + 2
+    batches.close()
+    assert closed == [True]
+
+
+def test_device_prefetch_errors(source):
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        next(device_prefetch(iter([]), batch_sharding(8), size=0))
+    batches = TrainPipeline(source, global_batch_size=12, seed=0).batches()
+    with pytest.raises(ValueError, match="batch of 12 examples .* over the 8 devices"):
+        next(device_prefetch(batches, batch_sharding(8)))

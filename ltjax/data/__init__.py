@@ -2,15 +2,17 @@
 
 Loaders return an `ImageSource` (`ArraySource` in memory or `FileSource` on disk). `prepare_split` checks a split
 before training and turns a file split into its decoded uint8 cache; `TrainPipeline` and `eval_batches` turn a
-source into device-split batches. CIFAR (`ltjax.data.cifar`) is imported on demand, since it
-pulls in tensorflow-datasets.
+source into host-local batches, `device_prefetch` puts them on the devices ahead of the step, and
+`ltjax.data.device_augment` augments them there. CIFAR (`ltjax.data.cifar`) is imported on demand, since it pulls in
+tensorflow-datasets.
 """
 from ltjax.data.digits import load_digits_lt
 from ltjax.data.ictext import load_ictext_lt
 from ltjax.data.longtail import longtail_counts
 from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
+from ltjax.data.prefetch import device_prefetch
 from ltjax.data.prepare import default_cache_dir, prepare_split
-from ltjax.data.samplers import make_sampler, split_for_devices
+from ltjax.data.samplers import make_sampler
 from ltjax.data.source import ArraySource, FileSource, ImageSource
 from ltjax.data.split_files import load_split, read_split_file, verify_split_file
 from ltjax.data.splits import LongTailSplits, SplitManifest, held_out_validation_indices, select_longtail_indices
@@ -27,6 +29,7 @@ __all__ = [
     "SplitManifest",
     "TrainPipeline",
     "default_cache_dir",
+    "device_prefetch",
     "eval_batches",
     "held_out_validation_indices",
     "load_digits_lt",
@@ -38,6 +41,5 @@ __all__ = [
     "prepare_split",
     "read_split_file",
     "select_longtail_indices",
-    "split_for_devices",
     "verify_split_file",
 ]
