@@ -10,8 +10,9 @@ rest of the split. `ltjax.data.prepare_split` is the usual entry point; it picks
 
 Files: `<name>.npy` (uint8 [N, H, W, C], NumPy's format, memory-mappable) and `<name>.npy.json` beside it, the
 manifest of the source it was built from (`source_manifest`). Both are written under temporary names in the same
-folder and renamed into place (atomic on POSIX), the array first and the manifest last: a reader finds either a
-complete cache or no manifest, never a half-written file, and a build interrupted at any point leaves no manifest.
+folder and renamed into place (atomic on POSIX), the array first and the manifest last: a reader never finds a
+half-written file, a manifest only ever sits beside a complete array, and a first build interrupted at any point
+leaves no manifest (so it is built again).
 Two processes writing the same cache at once both succeed, each renaming complete files over the other's; the
 readers of the replaced files keep their open memory maps. A given path must hold one source: `prepare_split`
 names each file after the digest of its source's manifest, so different splits never share a path.

@@ -29,16 +29,12 @@ class DataError(ValueError):
     """
 
     def __init__(self, summary: str, problems: Sequence[str], count: int, fix: str):
-        self.summary, self.problems, self.count, self.fix = summary, tuple(problems), count, fix
+        self.problems, self.count = tuple(problems), count
         lines = [summary, *(f"  {problem}" for problem in self.problems)]
         if count > len(self.problems):
             lines.append(f"  ... and {count - len(self.problems)} more")
         lines.append(fix)
         super().__init__("\n".join(lines))
-
-    def __reduce__(self):
-        # Rebuilt from its parts when pickled (e.g. raised in a worker process), not from the joined message.
-        return type(self), (self.summary, self.problems, self.count, self.fix)
 
 
 def format_shape(shape: Sequence[int]) -> str:
