@@ -180,6 +180,9 @@ def test_check_without_caching_pixels(tmp_path):
     assert record.startswith("mixed-") and record.endswith(".checked.json")
     blank_keeping_sizes(paths)  # recorded as checked: not decoded again
     prepare_split(files, cache_dir=tmp_path / "cache", cache_pixels=False, name="mixed")
+    # Another image_shape is another check: decoded again, the blanked files now fail.
+    with pytest.raises(DataError, match="cannot decode"):
+        prepare_split(files, cache_dir=tmp_path / "cache", cache_pixels=False, name="mixed", image_shape=(8, 8, 3))
     more = write_images(tmp_path / "more", [(8, 8)])
     more[0].write_text("damaged")
     with pytest.raises(DataError, match="cannot decode"):

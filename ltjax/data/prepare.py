@@ -136,11 +136,13 @@ def prepare_split(
     options = dict(what=what, image_shape=image_shape, num_workers=num_workers, max_reported=max_reported,
                    progress=progress)
     if not cache_pixels:
+        # The record holds what was checked: the same split checked against another image_shape is checked again.
+        checked = manifest | {"image_shape": list(image_shape) if image_shape is not None else None}
         record = cache_dir / f"{stem}.checked.json"
-        if not (record.is_file() and json.loads(record.read_text()) == manifest):
+        if not (record.is_file() and json.loads(record.read_text()) == checked):
             for _ in checked_images(source, same_shape=False, **options):
                 pass
-            cache.write_json_atomically(record, manifest)
+            cache.write_json_atomically(record, checked)
         return source
     path = cache_dir / f"{stem}.npy"
     try:
