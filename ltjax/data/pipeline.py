@@ -29,7 +29,7 @@ with threads. Small JPEGs do not: most of the ~220 us per 64x64 Tiny ImageNet im
 that more cores do not lift. For file sources of small images on many-core hosts pass `worker_processes=True`:
 workers are then processes (forkserver, so JAX's threads are never forked), each holding one pickled copy of the
 source and transform, and each batch comes back pickled through a pipe. On a 2-core machine that trip costs about
-what it gains; the decoded cache (`ltjax.data.cache`) is the faster fix wherever the decoded split fits on disk.
+what it gains; the decoded cache (`prepare_split`) is the faster fix wherever the decoded split fits on disk.
 Scripts using processes need the usual `if __name__ == "__main__":` guard.
 
 Why plain NumPy and a worker pool, not grain or a tfds data source: ltjax's sources are already random-access
