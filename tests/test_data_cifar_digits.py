@@ -5,6 +5,12 @@ replaced by generated images, write ArrayRecord shards, `dataset_info.json` and 
 data_dir (Pillow encodes the PNGs, so no TensorFlow is needed), and `ltjax.data.cifar` reads them through
 `tfds.data_source` as it reads the real thing.
 """
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -16,6 +22,7 @@ from ltjax.data.digits import digits_source, load_digits_lt
 from ltjax.data.longtail import longtail_counts
 from ltjax.data.splits import SplitManifest, select_longtail_indices
 
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # Images per class written for the small copies: (train, test).
 PER_CLASS = {"cifar10": (40, 8), "cifar100": (6, 2)}
@@ -137,6 +144,34 @@ def test_cifar_errors(cifar_data_dir, tmp_path):
         load_cifar_lt("cifar10", data_dir=data_dir, n_max=41, imbalance_factor=10)
     with pytest.raises(ValueError, match=r"class 0 \('airplane'\) has 0 images left after the long-tailed split"):
         load_cifar_lt("cifar10", data_dir=data_dir, n_max=40, imbalance_factor=10, validation_per_class=1)
+
+
+
+def _load_in_fresh_process(tfds_data_dir, working_dir) -> subprocess.CompletedProcess:
+    """Runs `load_cifar_lt("cifar10", data_dir="")` in a new Python, since tfds reads $TFDS_DATA_DIR on import."""
+    script = (
+        "import json; from ltjax.data.cifar import load_cifar_lt; "
+        "splits = load_cifar_lt('cifar10', data_dir='', imbalance_factor=10); "
+        "print(json.dumps([splits.manifests['train'].sha256, int(splits.train.images.sum())]))"
+    )
+    environment = dict(os.environ, TFDS_DATA_DIR=str(tfds_data_dir), PYTHONPATH=str(REPOSITORY))
+    return subprocess.run(
+        [sys.executable, "-c", script], env=environment, cwd=working_dir, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cifar_without_data_dir_reads_the_tfds_default(cifar_data_dir, tmp_path):
+    data_dir, _ = cifar_data_dir
+    expected = load_cifar_lt("cifar10", data_dir=data_dir, imbalance_factor=10)
+    # Run from an empty folder: an empty data_dir must not mean "./cifar10".
+    found = _load_in_fresh_process(data_dir, tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout) == [expected.manifests["train"].sha256, int(expected.train.images.sum())]
+    empty = tmp_path / "no_tfds_data"
+    missing = _load_in_fresh_process(empty, tmp_path)
+    assert missing.returncode != 0
+    assert f"cifar10 is not prepared in {empty}/cifar10" in missing.stderr
+    assert "tfds's default, as no data_dir was given" in missing.stderr and "tfds build cifar10" in missing.stderr
 
 
 def test_digits_source():

@@ -1,12 +1,12 @@
-"""Input pipeline and decoded cache: epoch coverage, drop-remainder, device split, resumption, multi-host shares,
-eval padding, cache round trip and staleness."""
+"""Input pipeline: epoch coverage, drop-remainder, host-local batch shapes, resumption, multi-host shares, eval
+padding, files named when their shapes disagree, process workers."""
 import numpy as np
 import pytest
-from PIL import Image
 
-from ltjax.data import augment, cache, samplers
+from ltjax.data import augment, samplers
 from ltjax.data.pipeline import TrainPipeline, eval_batches
 from ltjax.data.source import ArraySource, FileSource
+from test_data_prepare import write_images
 
 NUM_EXAMPLES = 100
 NUM_CLASSES = 5
@@ -20,45 +20,31 @@ def source() -> ArraySource:
     return ArraySource(images, labels, NUM_CLASSES, tuple(f"class{c}" for c in range(NUM_CLASSES)))
 
 
-def flat(array: np.ndarray) -> np.ndarray:
-    """[D, B/D, ...] -> [B, ...]: the device split undone."""
-    return array.reshape(-1, *array.shape[2:])
-
-
 def test_instance_uniform_epoch_covers_each_index_once_and_drops_the_remainder(source):
-    pipeline = TrainPipeline(source, global_batch_size=16, seed=3)  # 8 devices from conftest
-    assert pipeline.num_devices == 8
+    pipeline = TrainPipeline(source, global_batch_size=16, seed=3)
     assert pipeline.steps_per_epoch() == NUM_EXAMPLES // 16
     for epoch in range(2):
         batches = list(pipeline.batches(start_epoch=epoch, end_epoch=epoch + 1))
         assert [b.step for b in batches] == list(range(6)) and {b.epoch for b in batches} == {epoch}
-        seen = np.concatenate([flat(b.indices) for b in batches])
+        seen = np.concatenate([b.indices for b in batches])
         assert len(seen) == 96 and len(np.unique(seen)) == 96
         # The 4 dropped indices are the tail of that epoch's order.
-        np.testing.assert_array_equal(np.setdiff1d(np.arange(NUM_EXAMPLES), seen), np.sort(pipeline.epoch_order(epoch)[96:]))
+        dropped = np.setdiff1d(np.arange(NUM_EXAMPLES), seen)
+        np.testing.assert_array_equal(dropped, np.sort(pipeline.epoch_order(epoch)[96:]))
 
 
-def test_device_split_follows_the_global_order(source):
-    pipeline = TrainPipeline(source, global_batch_size=16, seed=0, num_devices=8)
+def test_batches_are_global_and_follow_the_epoch_order(source):
+    pipeline = TrainPipeline(source, global_batch_size=16, seed=0)
     order = pipeline.epoch_order(0)
     for batch in pipeline.batches(end_epoch=1):
-        assert batch.images.shape == (8, 2, 8, 8, 3) and batch.images.dtype == np.uint8
-        assert batch.labels.shape == (8, 2) and batch.mask.all()
+        assert batch.images.shape == (16, 8, 8, 3) and batch.images.dtype == np.uint8
+        assert batch.labels.shape == batch.mask.shape == batch.indices.shape == (16,)
+        assert batch.labels.dtype == np.int32 and batch.mask.all()
         expected = order[batch.step * 16: (batch.step + 1) * 16]
-        np.testing.assert_array_equal(batch.indices, expected.reshape(8, 2))
-        np.testing.assert_array_equal(flat(batch.images), source.images[expected])
-        np.testing.assert_array_equal(flat(batch.labels), source.labels[expected])
-
-
-def test_batches_do_not_depend_on_the_device_count(source):
-    def run(num_devices):
-        pipeline = TrainPipeline(
-            source, global_batch_size=16, transform=augment.PadCropFlip(2), seed=1, num_devices=num_devices
-        )
-        return [flat(b.images) for b in pipeline.batches(end_epoch=1)]
-
-    for one, eight in zip(run(1), run(8)):
-        np.testing.assert_array_equal(one, eight)
+        np.testing.assert_array_equal(batch.indices, expected)
+        # Without a transform the source's uint8 images are shipped as they are, for augmentation on the device.
+        np.testing.assert_array_equal(batch.images, source.images[expected])
+        np.testing.assert_array_equal(batch.labels, source.labels[expected])
 
 
 def test_resume_reproduces_the_remaining_batches(source):
@@ -90,108 +76,68 @@ def test_epochs_differ_and_close_early(source):
 
 
 def test_process_shares_assemble_the_global_batch(source):
-    single = list(TrainPipeline(source, global_batch_size=32, seed=2, num_devices=8).batches(end_epoch=1))
+    single = list(TrainPipeline(source, global_batch_size=32, seed=2).batches(end_epoch=1))
     per_process = [
-        list(TrainPipeline(source, global_batch_size=32, seed=2, num_devices=2, process_index=p, process_count=4)
+        list(TrainPipeline(source, global_batch_size=32, seed=2, process_index=p, process_count=4)
              .batches(end_epoch=1))
         for p in range(4)
     ]
     for step, batch in enumerate(single):
-        shares = np.concatenate([flat(per_process[p][step].indices) for p in range(4)])
-        np.testing.assert_array_equal(shares, flat(batch.indices))
+        shares = np.concatenate([per_process[p][step].indices for p in range(4)])
+        np.testing.assert_array_equal(shares, batch.indices)
+        assert per_process[0][step].images.shape == (8, 8, 8, 3)
 
 
 def test_eval_counts_every_example_once_and_masks_padding(source):
-    batches = list(eval_batches(source, global_batch_size=32, num_devices=8))
-    assert len(batches) == 4 and batches[-1].images.shape == (8, 4, 8, 8, 3)
-    indices = np.concatenate([flat(b.indices) for b in batches])
-    mask = np.concatenate([flat(b.mask) for b in batches])
+    batches = list(eval_batches(source, global_batch_size=32))
+    assert len(batches) == 4 and batches[-1].images.shape == (32, 8, 8, 3)
+    indices = np.concatenate([b.indices for b in batches])
+    mask = np.concatenate([b.mask for b in batches])
     assert mask.sum() == NUM_EXAMPLES
     np.testing.assert_array_equal(indices[mask], np.arange(NUM_EXAMPLES))
     assert not mask[NUM_EXAMPLES:].any()
-    labels = np.concatenate([flat(b.labels) for b in batches])
+    labels = np.concatenate([b.labels for b in batches])
     np.testing.assert_array_equal(labels[mask], source.labels)
 
 
-def write_pngs(folder, shapes, seed=0) -> list:
-    """Random RGB PNG files of the given (height, width) shapes."""
-    generator = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, shape in enumerate(shapes):
-        path = folder / f"{i}.png"
-        Image.fromarray(generator.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-
 def test_file_source_with_mixed_sizes(tmp_path):
-    paths = write_pngs(tmp_path, [(20, 30), (32, 32), (40, 24), (24, 24)])
+    paths = write_images(tmp_path, [(20, 30), (32, 32), (40, 24), (24, 24)])
     files = FileSource(tuple(paths), np.array([0, 1, 0, 1]), 2, ("a", "b"))
-    pipeline = TrainPipeline(files, global_batch_size=4, transform=augment.RandomResizedCropFlip(16), num_devices=2)
-    batch = next(iter(pipeline.batches()))
-    assert batch.images.shape == (2, 2, 16, 16, 3)
-    evaluated = list(eval_batches(files, global_batch_size=4, transform=augment.ResizeCenterCrop(16), num_devices=4))
-    assert evaluated[0].images.shape == (4, 1, 16, 16, 3)
-    with pytest.raises(ValueError, match="different shapes"):
-        list(eval_batches(files, global_batch_size=4, num_devices=4))
+    pipeline = TrainPipeline(files, global_batch_size=4, transform=augment.RandomResizedCropFlip(16))
+    assert next(iter(pipeline.batches())).images.shape == (4, 16, 16, 3)
+    evaluated = list(eval_batches(files, global_batch_size=4, transform=augment.ResizeCenterCrop(16)))
+    assert evaluated[0].images.shape == (4, 16, 16, 3)
+
+
+def test_an_odd_sized_file_is_named(tmp_path):
+    paths = write_images(tmp_path, [(16, 16), (16, 16), (16, 12), (16, 16)])
+    files = FileSource(tuple(paths), np.array([0, 1, 0, 1]), 2, ("a", "b"))
+    named = rf"{paths[2]} is 16x12x3, while the rest of the batch is 16x16x3"
+    with pytest.raises(ValueError, match=named + ".*without a transform, batching needs images of one size"):
+        list(eval_batches(files, global_batch_size=4))
+    # A transform for images of one size fails inside np.stack; the pipeline names the file instead.
+    pipeline = TrainPipeline(files, global_batch_size=4, transform=augment.PadCropFlip(2))
+    with pytest.raises(ValueError, match=named + r".*the transform PadCropFlip\(padding=2\) needs") as error:
+        next(iter(pipeline.batches()))
+    assert "prepare_split" in str(error.value)
 
 
 def test_clear_errors(source):
-    with pytest.raises(ValueError, match="does not divide by the device count 8"):
-        TrainPipeline(source, global_batch_size=20, num_devices=8)
+    with pytest.raises(ValueError, match="does not divide by the process count 3"):
+        TrainPipeline(source, global_batch_size=20, process_count=3)
     with pytest.raises(ValueError, match="lower the batch size"):
-        TrainPipeline(source, global_batch_size=128, num_devices=8).steps_per_epoch()
+        TrainPipeline(source, global_batch_size=128).steps_per_epoch()
     with pytest.raises(ValueError, match="start_step must lie in"):
-        TrainPipeline(source, global_batch_size=16, num_devices=8).batches(start_step=7)
-
-
-def test_cache_round_trip_and_staleness(tmp_path):
-    paths = write_pngs(tmp_path / "data" / "images", [(12, 12)] * 6)
-    files = FileSource(tuple(paths), np.array([0, 1, 0, 1, 1, 0]), 2, ("a", "b"))
-    cached = cache.cached_source(files, tmp_path / "cache" / "train.npy")
-    assert isinstance(cached.images, np.memmap) and cached.images.shape == (6, 12, 12, 3)
-    for i in range(len(files)):
-        np.testing.assert_array_equal(cached[i][0], files[i][0])
-    np.testing.assert_array_equal(cached.labels, files.labels)
-    # Reopening checks the manifest; moving the dataset folder keeps the cache valid.
-    moved = FileSource(tuple(tmp_path / "elsewhere" / p.name for p in paths), files.labels, 2, ("a", "b"))
-    cache.cached_source(moved, tmp_path / "cache" / "train.npy")
-    relabelled = FileSource(files.paths, np.array([1, 1, 0, 1, 1, 0]), 2, ("a", "b"))
-    with pytest.raises(cache.StaleCacheError, match="labels_sha256"):
-        cache.cached_source(relabelled, tmp_path / "cache" / "train.npy")
-    fewer = files.subset(np.arange(5))
-    with pytest.raises(cache.StaleCacheError, match="length"):
-        cache.load_cache(fewer, tmp_path / "cache" / "train.npy")
-    cache.cached_source(relabelled, tmp_path / "cache" / "train.npy", rebuild=True)
-    (tmp_path / "cache" / "train.npy.json").unlink()
-    with pytest.raises(cache.StaleCacheError, match="interrupted"):
-        cache.load_cache(relabelled, tmp_path / "cache" / "train.npy")
-    with pytest.raises(FileNotFoundError, match="write_cache"):
-        cache.load_cache(files, tmp_path / "missing.npy")
-
-
-def test_cache_of_mixed_sizes_needs_image_size(tmp_path):
-    paths = write_pngs(tmp_path / "images", [(12, 16), (20, 10), (12, 12)])
-    files = FileSource(tuple(paths), np.array([0, 1, 0]), 2, ("a", "b"))
-    with pytest.raises(ValueError, match="pass image_size="):
-        cache.write_cache(files, tmp_path / "mixed.npy")
-    assert not list(tmp_path.glob("mixed.npy*"))
-    cached = cache.write_cache(files, tmp_path / "mixed.npy", image_size=8)
-    assert cached.images.shape == (3, 8, 8, 3)
-    with pytest.raises(cache.StaleCacheError, match="image_size"):
-        cache.load_cache(files, tmp_path / "mixed.npy")
-    batch = next(iter(TrainPipeline(cached, global_batch_size=2, num_devices=2).batches()))
-    assert batch.images.shape == (2, 1, 8, 8, 3)
+        TrainPipeline(source, global_batch_size=16).batches(start_step=7)
 
 
 def test_process_workers_give_the_same_batches_as_threads(tmp_path, source):
-    paths = write_pngs(tmp_path, [(10, 12)] * 8)
+    paths = write_images(tmp_path, [(10, 12)] * 8)
     files = FileSource(tuple(paths), np.arange(8) % 2, 2, ("a", "b"))
 
     def run(worker_processes):
         pipeline = TrainPipeline(
-            files, global_batch_size=4, transform=augment.RandomResizedCropFlip(8), seed=4, num_devices=2,
+            files, global_batch_size=4, transform=augment.RandomResizedCropFlip(8), seed=4,
             worker_processes=worker_processes,
         )
         return list(pipeline.batches(end_epoch=2))

@@ -111,15 +111,6 @@ def test_make_sampler_errors():
         samplers.make_sampler("progressive")
 
 
-def test_split_for_devices_keeps_the_global_order():
-    batch = np.arange(32)
-    split = samplers.split_for_devices(batch, 8)
-    assert split.shape == (8, 4)
-    np.testing.assert_array_equal(split[3], [12, 13, 14, 15])
-    with pytest.raises(ValueError, match="does not divide by the device count 8"):
-        samplers.split_for_devices(np.arange(30), 8)
-
-
 def test_process_shares_reassemble_the_global_batch():
     batch = np.arange(48)
     shares = [samplers.process_share(batch, p, 4) for p in range(4)]

@@ -68,8 +68,8 @@ def test_real_copy_refuses_if10_naming_the_short_class(real_root):
 
 
 def test_real_copy_has_no_heldout_images(real_root):
-    with pytest.raises(ValueError, match=r"class 1 \(n01629819\) lacks .*val_per_class=20"):
-        load_tiny_imagenet(real_root, "val", val_per_class=20)
+    with pytest.raises(ValueError, match=r"class 1 \(n01629819\) lacks .*validation_per_class=20"):
+        load_tiny_imagenet(real_root, "val", validation_per_class=20)
 
 
 def _fake_tiny_imagenet(root: pathlib.Path, wnids, images_per_class: int) -> pathlib.Path:
@@ -98,8 +98,8 @@ def small_dataset(tmp_path, monkeypatch):
 
 
 def test_heldout_val_is_balanced_and_disjoint_from_train(small_dataset):
-    train = load_tiny_imagenet(small_dataset, "train", imbalance_factor=4, val_per_class=2)
-    val = load_tiny_imagenet(small_dataset, "val", val_per_class=2)
+    train = load_tiny_imagenet(small_dataset, "train", imbalance_factor=4, validation_per_class=2)
+    val = load_tiny_imagenet(small_dataset, "val", validation_per_class=2)
     assert train.class_names == val.class_names == ("n01", "n02", "n03")
     # The train head shrinks to 10 - 2 = 8: counts int(8 * 4 ** (-c / 2)) = 8, 4, 2.
     np.testing.assert_array_equal(np.bincount(train.labels), [8, 4, 2])
@@ -116,9 +116,9 @@ def test_test_split_labels_follow_sorted_wnids(small_dataset):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(split="val"), "needs val_per_class > 0"),
+        (dict(split="val"), "needs validation_per_class > 0"),
         (dict(split="training"), "split must be"),
-        (dict(val_per_class=10), r"val_per_class must be an integer in \[0, 10\)"),
+        (dict(validation_per_class=10), r"validation_per_class must be an integer in \[0, 10\)"),
         (dict(imbalance_factor=0.5), "imbalance_factor must be >= 1"),
     ],
 )

@@ -1,10 +1,11 @@
 """Batched training and evaluation augmentation on uint8 images, plus the float32 normalisation for the device.
 
-Where it runs: the geometric augmentations run on the host in NumPy (resizing through Pillow), inside the input
-pipeline's worker threads, right after decoding. The decode is on the host anyway; crops of random size followed by a
-resize have data-dependent shapes that XLA handles badly, and doing them on the host lets the pipeline ship fixed-size
-uint8 batches (4x fewer bytes than float32). Normalisation is the one step that belongs on the device: `normalize`
-is written in `jax.numpy`, so call it at the start of the jitted train step on the uint8 batch.
+Where it runs: the transforms here run on the host in NumPy (resizing through Pillow), inside the input pipeline's
+worker threads, right after decoding. Crops of random size followed by a resize have data-dependent shapes that XLA
+handles badly, and doing them on the host lets the pipeline ship fixed-size uint8 batches (4x fewer bytes than
+float32). Pad-crop-flip has fixed shapes, and from an array source or the decoded cache it is faster on the device:
+`ltjax.data.device_augment.pad_crop_flip` (same semantics, other random draws). Normalisation belongs on the device:
+`normalize` is written in `jax.numpy`, so call it at the start of the jitted train step on the uint8 batch.
 
 Determinism: a transform draws all its random parameters for the batch from the `np.random.Generator` it is given,
 before any per-image work, so its output depends only on the images and that generator's state (the pipeline

@@ -9,7 +9,8 @@ them once does need TensorFlow (to parse the downloaded archive) and the network
     tfds.builder("cifar10", data_dir=DIR).download_and_prepare(file_format="array_record")
 
 `file_format="array_record"` matters: tfds's default, TFRecord, has no random access, so `tfds.data_source` cannot
-read it. `DIR` defaults to `$TFDS_DATA_DIR` or `~/tensorflow_datasets`; pass the same directory as `data_dir`.
+read it. `DIR` defaults to `$TFDS_DATA_DIR` or `~/tensorflow_datasets`; pass the same directory as `data_dir`, or
+leave `data_dir` empty (`None` or `""`, as configs write it) to read from tfds's own default the same way.
 
 A whole split is decoded into one uint8 array (CIFAR is 180 MB). tfds shuffles records when it prepares them; the
 loader puts them back in the order of their ids (`train_00000`, ...), which number the images in the order of the
@@ -35,6 +36,11 @@ CIFAR_DATASETS = ("cifar10", "cifar100")
 _READ_BATCH = 4096
 
 
+def _tfds_data_dir(data_dir: str | None) -> str | None:
+    # tfds reads an empty string as the current folder (`./cifar10`); None is what makes it use its own default.
+    return data_dir or None
+
+
 def _check_prepared(name: str, data_dir: str | None) -> None:
     builder = tfds.builder(name, data_dir=data_dir)
     prepare = (
@@ -43,8 +49,11 @@ def _check_prepared(name: str, data_dir: str | None) -> None:
         f"`tfds.builder({name!r}, data_dir=DIR).download_and_prepare(file_format='array_record')`, "
         f"and pass data_dir=DIR (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)"
     )
+    where = str(builder.data_dir)
+    if data_dir is None:
+        where += " (tfds's default, as no data_dir was given: $TFDS_DATA_DIR, else ~/tensorflow_datasets)"
     if not builder.is_prepared():
-        raise FileNotFoundError(f"{name} is not prepared in {builder.data_dir}; {prepare}")
+        raise FileNotFoundError(f"{name} is not prepared in {where}; {prepare}")
     if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
         raise FileNotFoundError(
             f"{name} in {builder.data_dir} is prepared as {builder.info.file_format.value}, which has no random "
@@ -60,7 +69,8 @@ def load_cifar_split(
     Args:
       name: `"cifar10"` or `"cifar100"`.
       split: `"train"` or `"test"`.
-      data_dir: tfds data directory holding the prepared data (default: tfds's own default).
+      data_dir: tfds data directory holding the prepared data; None or `""`: tfds's own default
+        (`$TFDS_DATA_DIR`, else `~/tensorflow_datasets`).
 
     Returns:
       `(source, image_ids)`: uint8 `[N, 32, 32, 3]` images with their (fine) labels and class names, and each
@@ -72,6 +82,7 @@ def load_cifar_split(
     """
     if name not in CIFAR_DATASETS:
         raise ValueError(f"unknown CIFAR dataset {name!r}; valid names: {', '.join(CIFAR_DATASETS)}")
+    data_dir = _tfds_data_dir(data_dir)
     _check_prepared(name, data_dir)
     records = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     num_records = len(records)
@@ -115,7 +126,8 @@ def load_cifar_lt(
 
     Args:
       name: `"cifar10"` or `"cifar100"`.
-      data_dir: tfds data directory holding the prepared data (see the module docstring).
+      data_dir: tfds data directory holding the prepared data; None or `""`: tfds's own default (see the module
+        docstring).
       imbalance_factor: n_max / n_min of the train split.
       profile: `"exp"`, `"step"` or `"pareto"` (see `ltjax.data.longtail`).
       seed: seed of the long-tailed draw (the repositories' `rand_number`) and of the validation draw.
@@ -133,6 +145,7 @@ def load_cifar_lt(
     """
     if validation_per_class < 0:
         raise ValueError(f"validation_per_class must be >= 0, got {validation_per_class}")
+    data_dir = _tfds_data_dir(data_dir)
     train, train_ids = load_cifar_split(name, "train", data_dir=data_dir)
     test, test_ids = load_cifar_split(name, "test", data_dir=data_dir)
     # As LDAM-DRW: img_max = len(train) / num_classes.

@@ -1,21 +1,26 @@
-"""Host input pipeline: deterministic, resumable, prefetched batches already split over the local devices.
+"""Host input pipeline: deterministic, resumable, prefetched host-local batches of uint8 images.
 
-Every batch is `images` uint8 [D, B/D, H, W, C], `labels` int32 [D, B/D], `mask` bool [D, B/D] and the source
-`indices` [D, B/D], with D local devices and B/D examples each (B the per-host share of the global batch).
+Every batch is `images` uint8 [B, H, W, C], `labels` int32 [B], `mask` bool [B] and the source `indices` int64 [B],
+B being this host's share of the global batch (all of it on one host). The pipeline does not split batches over
+devices: the train step is jitted with its batch sharded over a 1-D device mesh and takes the global array, which
+`ltjax.data.device_prefetch` puts on the devices ahead of the step.
 
 Order and resumption. Epoch e's order is `sampler(labels, e, seed)`: one global order, cut into global batches of
-`global_batch_size`; each host takes its contiguous share (`samplers.process_share`) and splits it over its devices
-in order (`samplers.split_for_devices`). The augmentation of step s of epoch e draws from
-`np.random.default_rng([seed, e, s, process_index])`. So a batch is a pure function of (seed, epoch, step): a run
-resumed at `start_epoch=e, start_step=s` sees exactly the batches an uninterrupted run would have seen from there,
-and the batches do not depend on the number of local devices.
+`global_batch_size`; each host takes its contiguous share (`samplers.process_share`). Host augmentation of step s
+of epoch e draws from `np.random.default_rng([seed, e, s, process_index])`. So a batch is a pure function of (seed,
+epoch, step): a run resumed at `start_epoch=e, start_step=s` sees exactly the batches an uninterrupted run would
+have seen from there, and the batches do not depend on the number of devices.
+
+Where augmentation runs. With a `transform` the host augments each batch (`ltjax.data.augment`); with
+`transform=None` the pipeline ships the source's uint8 images unchanged, for augmentation on the device
+(`ltjax.data.device_augment`), which is the fast path from an array source or the decoded cache.
 
 Remainders. Training drops the last partial batch of every epoch (`len(order) // global_batch_size` steps), so every
 step has the same shape and compiles once; with instance-uniform sampling at most B - 1 examples per epoch are
 skipped, a different few each epoch. Evaluation keeps every example exactly once: the last batch is padded (with
 copies of the last example) to full size and `mask` is False on the padding, so metrics must be weighted by `mask`.
 
-Concurrency. One batch is one job (read or decode its images, augment, split) run by a pool of workers; up to
+Concurrency. One batch is one job (read or decode its images, augment) run by a pool of workers; up to
 `num_workers + prefetch` jobs run ahead of the consumer and their results are taken in order, so the in-flight
 futures are the bounded prefetch queue. Workers are threads by default: array-backed sources (`ArraySource`, the
 decoded cache) are a NumPy gather, and Pillow releases the GIL while it decodes and resizes, so large images scale
@@ -24,7 +29,7 @@ with threads. Small JPEGs do not: most of the ~220 us per 64x64 Tiny ImageNet im
 that more cores do not lift. For file sources of small images on many-core hosts pass `worker_processes=True`:
 workers are then processes (forkserver, so JAX's threads are never forked), each holding one pickled copy of the
 source and transform, and each batch comes back pickled through a pipe. On a 2-core machine that trip costs about
-what it gains; the decoded cache (`ltjax.data.cache`) is the faster fix wherever the decoded split fits on disk.
+what it gains; the decoded cache (`prepare_split`) is the faster fix wherever the decoded split fits on disk.
 Scripts using processes need the usual `if __name__ == "__main__":` guard.
 
 Why plain NumPy and a worker pool, not grain or a tfds data source: ltjax's sources are already random-access
@@ -32,34 +37,33 @@ Why plain NumPy and a worker pool, not grain or a tfds data source: ltjax's sour
 (progressive, re-drawn over-sampling), which is one line here and a custom sampler in grain, and neither adds a
 dependency beyond NumPy and Pillow. Multi-host: pass `process_index=jax.process_index()` and
 `process_count=jax.process_count()` and build global arrays from the per-host batches with
-`jax.make_array_from_process_local_data`.
+`jax.make_array_from_process_local_data` (what `device_prefetch` does).
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import dataclasses
-import functools
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-import jax
 import numpy as np
 
 from ltjax.data import samplers
 from ltjax.data.augment import Transform
 from ltjax.data.source import ImageSource
+from ltjax.data.verify import format_shape, image_name
 
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """One step's host-local batch, split over D local devices.
+    """One step's host-local batch (the global batch on one host).
 
     Attributes:
-      images: uint8 [D, B/D, H, W, C].
-      labels: int32 [D, B/D].
-      mask: bool [D, B/D]; False only on evaluation padding.
-      indices: int64 [D, B/D] source indices of the examples.
+      images: uint8 [B, H, W, C] (a `jax.Array` once `device_prefetch` has placed it).
+      labels: int32 [B] (likewise).
+      mask: bool [B]; False only on evaluation padding (likewise).
+      indices: int64 [B] source indices of the examples (stays a NumPy array).
       epoch: the epoch this batch belongs to (0 for evaluation).
       step: the step within the epoch.
     """
@@ -72,14 +76,13 @@ class Batch:
     step: int
 
 
-def _check_batch_size(global_batch_size: int, num_devices: int, process_count: int) -> None:
+def _check_batch_size(global_batch_size: int, process_count: int) -> None:
     if global_batch_size <= 0:
         raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
-    devices = num_devices * process_count
-    if global_batch_size % devices:
+    if global_batch_size % process_count:
         raise ValueError(
-            f"global_batch_size {global_batch_size} does not divide by the device count {devices} "
-            f"({process_count} process(es) x {num_devices} local device(s)); use a multiple of {devices}"
+            f"global_batch_size {global_batch_size} does not divide by the process count {process_count}; "
+            f"use a multiple of {process_count}"
         )
 
 
@@ -97,18 +100,11 @@ class _BatchLoader:
     """Turns the global indices of one step into a `Batch` (runs in a worker thread or process)."""
 
     def __init__(
-        self,
-        source: ImageSource,
-        transform: Transform | None,
-        seed: int,
-        num_devices: int,
-        process_index: int,
-        process_count: int,
+        self, source: ImageSource, transform: Transform | None, seed: int, process_index: int, process_count: int
     ):
         self.source = source
         self.transform = transform
         self.seed = seed
-        self.num_devices = num_devices
         self.process_index = process_index
         self.process_count = process_count
         # Array-backed sources (ArraySource, a decoded cache) are read with one gather instead of N item calls.
@@ -124,23 +120,36 @@ class _BatchLoader:
             images = [self.source[int(i)][0] for i in indices]
         rng = np.random.default_rng([self.seed, epoch, step, self.process_index])
         if self.transform is not None:
-            images = self.transform(images, rng)
+            try:
+                images = self.transform(images, rng)
+            except ValueError as error:
+                # A transform for images of one size fails inside np.stack, naming no file: name them.
+                odd = self._odd_shapes(images, indices)
+                if odd is None:
+                    raise
+                raise odd from error
         elif not isinstance(images, np.ndarray):
-            shapes = {image.shape for image in images}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"images in a batch have different shapes {sorted(shapes)[:3]}; "
-                    "pass a transform that outputs a fixed size (e.g. augment.ResizeCenterCrop)"
-                )
+            odd = self._odd_shapes(images, indices)
+            if odd is not None:
+                raise odd
             images = np.stack(images)
-        split = functools.partial(samplers.split_for_devices, num_devices=self.num_devices)
-        return Batch(
-            images=split(images),
-            labels=split(self.source.labels[indices]),
-            mask=split(mask),
-            indices=split(indices),
-            epoch=epoch,
-            step=step,
+        return Batch(images, self.source.labels[indices], mask, indices, epoch, step)
+
+    def _odd_shapes(self, images: Sequence[np.ndarray], indices: np.ndarray) -> ValueError | None:
+        """An error naming the files whose shape differs from most of the batch's, or None if all agree."""
+        shapes = [image.shape for image in images]
+        common = collections.Counter(shapes).most_common(1)[0][0]
+        odd = [f"{image_name(self.source, int(index))} is {format_shape(shape)}"
+               for index, shape in zip(indices, shapes) if shape != common]
+        if not odd:
+            return None
+        needs = (f"the transform {self.transform!r} needs" if self.transform is not None
+                 else "without a transform, batching needs")
+        return ValueError(
+            f"images differ in shape within a batch (height x width x channels): {'; '.join(odd)}, while the rest "
+            f"of the batch is {format_shape(common)}; {needs} images of one size. Replace the files, pass a "
+            "transform that outputs one size (e.g. augment.ResizeCenterCrop), or check the whole split before "
+            "training with ltjax.data.prepare_split"
         )
 
 
@@ -194,12 +203,13 @@ def _prefetched(
 
 
 class TrainPipeline:
-    """Training batches over epochs: sampled order, augmentation, drop-remainder, device split, prefetch.
+    """Training batches over epochs: sampled order, optional host augmentation, drop-remainder, prefetch.
 
-    Example:
-      >>> pipeline = TrainPipeline(source, global_batch_size=128, transform=PadCropFlip(), seed=0)  # doctest: +SKIP
-      >>> for batch in pipeline.batches(start_epoch=epoch, start_step=step, end_epoch=200):  # doctest: +SKIP
-      ...     state = train_step(state, batch.images, batch.labels)
+    Example (raw uint8 to the devices, augmented there):
+      >>> pipeline = TrainPipeline(source, global_batch_size=128, seed=0)  # doctest: +SKIP
+      >>> batches = pipeline.batches(start_epoch=epoch, start_step=step, end_epoch=200)  # doctest: +SKIP
+      >>> for batch in device_prefetch(batches, sharding):  # doctest: +SKIP
+      ...     state = train_step(state, batch.images, batch.labels, batch.epoch, batch.step)
     """
 
     def __init__(
@@ -210,7 +220,6 @@ class TrainPipeline:
         sampler: samplers.Sampler = samplers.instance_uniform_order,
         transform: Transform | None = None,
         seed: int = 0,
-        num_devices: int | None = None,
         process_index: int = 0,
         process_count: int = 1,
         num_workers: int = 2,
@@ -221,19 +230,19 @@ class TrainPipeline:
 
         Args:
           source: the training split.
-          global_batch_size: B over all devices of all processes; must divide by `num_devices * process_count`.
+          global_batch_size: the batch over all processes; must divide by `process_count` (each process yields
+            `global_batch_size // process_count` examples per batch).
           sampler: the epoch order, e.g. `samplers.make_sampler("class_balanced")`.
-          transform: batched augmentation (e.g. `augment.PadCropFlip()`); None ships the images as stored.
+          transform: host augmentation (e.g. `augment.PadCropFlip()`); None ships the source's uint8 images
+            unchanged, to be augmented on the device (`ltjax.data.device_augment`).
           seed: run seed; with (epoch, step) it fixes every batch.
-          num_devices: local devices D; `jax.local_device_count()` when None.
           process_index: this host's index (`jax.process_index()`).
           process_count: number of hosts (`jax.process_count()`).
           num_workers: workers decoding and augmenting batches.
           prefetch: batches kept ready beyond those being worked on.
           worker_processes: workers are processes instead of threads (for file sources of small images).
         """
-        self.num_devices = jax.local_device_count() if num_devices is None else num_devices
-        _check_batch_size(global_batch_size, self.num_devices, process_count)
+        _check_batch_size(global_batch_size, process_count)
         self.source = source
         self.global_batch_size = global_batch_size
         self.sampler = sampler
@@ -241,7 +250,7 @@ class TrainPipeline:
         self.num_workers = num_workers
         self.prefetch = prefetch
         self.worker_processes = worker_processes
-        self._load = _BatchLoader(source, transform, seed, self.num_devices, process_index, process_count)
+        self._load = _BatchLoader(source, transform, seed, process_index, process_count)
         _check_workers(self._load, num_workers, prefetch, worker_processes)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -296,7 +305,6 @@ def eval_batches(
     *,
     global_batch_size: int,
     transform: Transform | None = None,
-    num_devices: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
     num_workers: int = 2,
@@ -307,9 +315,8 @@ def eval_batches(
 
     Args:
       source: the evaluation split.
-      global_batch_size: B over all devices of all processes; must divide by `num_devices * process_count`.
+      global_batch_size: the batch over all processes; must divide by `process_count`.
       transform: e.g. `augment.ResizeCenterCrop(224)`; None ships the images as stored.
-      num_devices: local devices D; `jax.local_device_count()` when None.
       process_index: this host's index (`jax.process_index()`).
       process_count: number of hosts (`jax.process_count()`).
       num_workers: workers decoding batches.
@@ -319,8 +326,7 @@ def eval_batches(
     Returns:
       An iterator of ceil(N / B) `Batch`es (epoch 0); `mask` is False on padding, which repeats the last example.
     """
-    num_devices = jax.local_device_count() if num_devices is None else num_devices
-    _check_batch_size(global_batch_size, num_devices, process_count)
+    _check_batch_size(global_batch_size, process_count)
     size = len(source)
     if size == 0:
         raise ValueError("the evaluation source is empty")
@@ -332,6 +338,6 @@ def eval_batches(
          valid[step * global_batch_size: (step + 1) * global_batch_size], 0, step)
         for step in range(steps)
     )
-    load = _BatchLoader(source, transform, 0, num_devices, process_index, process_count)
+    load = _BatchLoader(source, transform, 0, process_index, process_count)
     _check_workers(load, num_workers, prefetch, worker_processes)
     return _prefetched(jobs, load, num_workers, prefetch, worker_processes)

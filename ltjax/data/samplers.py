@@ -1,8 +1,8 @@
 """Epoch samplers: pure functions `(labels, epoch, seed) -> global index order` for one epoch.
 
 Every sampler returns ONE global order per epoch, the same on every host and device; data parallelism then cuts each
-global batch into contiguous per-process and per-device shares (`process_share`, `split_for_devices`). Nothing is
-resampled per device, so a run's batches do not depend on how many devices it has.
+global batch into contiguous per-process shares (`process_share`), and the train step shards each share over the
+devices. Nothing is resampled per device, so a run's batches do not depend on how many devices it has.
 
 Randomness comes only from `np.random.default_rng([seed, epoch])`, so an order is reproducible from `(seed, epoch)`
 alone: a resumed run rebuilds the epoch it stopped in without replaying earlier ones.
@@ -286,25 +286,3 @@ def process_share(global_batch: np.ndarray, process_index: int, process_count: i
     share = size // process_count
     return global_batch[process_index * share: (process_index + 1) * share]
 
-
-def split_for_devices(batch: np.ndarray, num_devices: int) -> np.ndarray:
-    """Splits a batch over devices in order: device d gets rows `d * B/D` to `(d + 1) * B/D`.
-
-    This is the pmap layout, and for `jax.shard_map` over a 1-D mesh it is the same split as sharding the flat
-    [B, ...] batch on its first axis.
-
-    Args:
-      batch: [B, ...] with B divisible by `num_devices`.
-      num_devices: D, the number of local devices.
-
-    Returns:
-      [D, B / D, ...], a view of `batch`.
-    """
-    if num_devices <= 0:
-        raise ValueError(f"num_devices must be positive, got {num_devices}")
-    if len(batch) % num_devices:
-        raise ValueError(
-            f"batch size {len(batch)} does not divide by the device count {num_devices}; "
-            f"choose a global batch size that is a multiple of {num_devices}"
-        )
-    return batch.reshape(num_devices, len(batch) // num_devices, *batch.shape[1:])

@@ -35,15 +35,23 @@ def files_in(folder: pathlib.Path, missing_message: str) -> set[str]:
         raise FileNotFoundError(missing_message) from None
 
 
-def _check_labels(labels: np.ndarray, num_classes: int, class_names: Sequence[str], what: str) -> np.ndarray:
+def check_labels(labels: np.ndarray, num_classes: int, class_names: Sequence[str], what: str) -> np.ndarray:
+    """The labels as int32, after checking they are a 1-D integer array in [0, num_classes) with a name per class.
+
+    Raises:
+      ValueError: naming `what`, and the first label out of range with its index.
+    """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{what}: labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
     if len(class_names) != num_classes:
         raise ValueError(f"{what}: {len(class_names)} class names for num_classes={num_classes}")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if outside.size:
+        first = int(outside[0])
         raise ValueError(
-            f"{what}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]"
+            f"{what}: labels must lie in [0, {num_classes}), but {outside.size} do not (the first: label "
+            f"{labels[first]} of example {first}); the labels or num_classes do not belong to this dataset"
         )
     return labels.astype(np.int32)
 
@@ -58,7 +66,7 @@ class ArraySource:
     class_names: tuple[str, ...]
 
     def __post_init__(self):
-        labels = _check_labels(self.labels, self.num_classes, self.class_names, "ArraySource")
+        labels = check_labels(self.labels, self.num_classes, self.class_names, "ArraySource")
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
             raise ValueError(
                 f"ArraySource: images must be uint8 [N, H, W, C], got {self.images.dtype} {self.images.shape}"
@@ -87,7 +95,7 @@ class FileSource:
     class_names: tuple[str, ...]
 
     def __post_init__(self):
-        labels = _check_labels(self.labels, self.num_classes, self.class_names, "FileSource")
+        labels = check_labels(self.labels, self.num_classes, self.class_names, "FileSource")
         if len(self.paths) != len(labels):
             raise ValueError(f"FileSource: {len(self.paths)} paths but {len(labels)} labels")
         object.__setattr__(self, "labels", labels)

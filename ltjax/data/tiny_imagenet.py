@@ -12,12 +12,13 @@ Classes are the wnids in sorted order (class 0 is the smallest wnid), which is t
 `ImageFolder` gives the reference code. Splits:
 
 - `"train"`: the long-tailed subset. Class c keeps `<wnid>_0 .. <wnid>_{n_c - 1}` with the exponential profile
-  `n_c = int(n_max * IF ** (-c / 199))`, `n_max = 500 - val_per_class`. Taking the first n_c images by number
-  (instead of the reference code's seeded shuffle) makes the subset a fixed list of files, so a copy of the
+  `n_c = int(n_max * IF ** (-c / 199))`, `n_max = 500 - validation_per_class`. Taking the first n_c images by
+  number (instead of the reference code's seeded shuffle) makes the subset a fixed list of files, so a copy of the
   dataset can ship only the images it needs: IF 100 keeps 21,549 images.
-- `"val"`: a balanced held-out set for model selection, the last `val_per_class` training images of every class
-  (`<wnid>_{500 - val_per_class} .. <wnid>_499`). The train subset then shrinks its head to `500 - val_per_class`
-  so the two never share an image. It needs a copy holding those images (the full training set).
+- `"val"`: a balanced held-out set for model selection, the last `validation_per_class` training images of every
+  class (`<wnid>_{500 - validation_per_class} .. <wnid>_499`). The train subset then shrinks its head to
+  `500 - validation_per_class` so the two never share an image. It needs a copy holding those images (the full
+  training set).
 - `"test"`: the official validation folder, 10,000 images, 50 per class; LT papers report their test accuracy on it.
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _train_image_paths(
             f"{stop[class_index] - first[class_index]} training images that {why} needs (first missing: "
             f"{image_dir / missing[0]}; the folder holds {num_present} images); {num_lacking} of {NUM_CLASSES} "
             f"classes lack images. This copy holds only part of the training set (for example only the IF-100 "
-            f"subset): use the imbalance factor and val_per_class it was made for, or point `root` at the full "
+            f"subset): use the imbalance factor and validation_per_class it was made for, or point `root` at the full "
             f"dataset from {DOWNLOAD_URL}"
         )
     return paths, labels
@@ -132,18 +133,18 @@ def load_tiny_imagenet(
     split: Split = "train",
     *,
     imbalance_factor: float = 100.0,
-    val_per_class: int = 0,
+    validation_per_class: int = 0,
 ) -> FileSource:
     """One split of Tiny ImageNet-LT as image files decoded on demand (64x64x3 uint8).
 
     Args:
       root: the `tiny-imagenet-200` folder.
-      split: `"train"` (the long-tailed subset), `"val"` (held-out training images, `val_per_class` per class) or
-        `"test"` (the official validation folder, 50 per class); see the module docstring.
+      split: `"train"` (the long-tailed subset), `"val"` (held-out training images, `validation_per_class` per
+        class) or `"test"` (the official validation folder, 50 per class); see the module docstring.
       imbalance_factor: IF = n_0 / n_199 of the train subset (1 keeps every training image); ignored by `"val"`
         and `"test"`.
-      val_per_class: training images per class held out for `"val"`; the train subset then uses at most
-        `500 - val_per_class` per class. 0 (the default) gives the published split and no `"val"`.
+      validation_per_class: training images per class held out for `"val"`; the train subset then uses at most
+        `500 - validation_per_class` per class. 0 (the default) gives the published split and no `"val"`.
 
     Returns:
       A `FileSource` with 200 classes named by their wnids, in sorted wnid order.
@@ -162,27 +163,32 @@ def load_tiny_imagenet(
         )
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    valid_val_per_class = isinstance(val_per_class, int) and not isinstance(val_per_class, bool)
-    if not valid_val_per_class or not 0 <= val_per_class < IMAGES_PER_CLASS:
-        raise ValueError(f"val_per_class must be an integer in [0, {IMAGES_PER_CLASS}), got {val_per_class!r}")
+    is_integer = isinstance(validation_per_class, int) and not isinstance(validation_per_class, bool)
+    if not is_integer or not 0 <= validation_per_class < IMAGES_PER_CLASS:
+        raise ValueError(
+            f"validation_per_class must be an integer in [0, {IMAGES_PER_CLASS}), got {validation_per_class!r}"
+        )
     wnids = _read_wnids(root)
 
     if split == "test":
         paths, labels = _test_image_paths(root, wnids)
     elif split == "val":
-        if val_per_class == 0:
+        if validation_per_class == 0:
             raise ValueError(
-                "split='val' holds out training images, so it needs val_per_class > 0 (e.g. 20); pass the same "
-                "val_per_class when loading 'train' so the two splits stay disjoint"
+                "split='val' holds out training images, so it needs validation_per_class > 0 (e.g. 20); pass the "
+                "same validation_per_class when loading 'train' so the two splits stay disjoint"
             )
-        first = np.full(NUM_CLASSES, IMAGES_PER_CLASS - val_per_class)
+        first = np.full(NUM_CLASSES, IMAGES_PER_CLASS - validation_per_class)
         stop = np.full(NUM_CLASSES, IMAGES_PER_CLASS)
-        paths, labels = _train_image_paths(root, wnids, first, stop, f"val_per_class={val_per_class}")
+        why = f"validation_per_class={validation_per_class}"
+        paths, labels = _train_image_paths(root, wnids, first, stop, why)
     else:
         from ltjax.data.longtail import longtail_counts
 
-        counts = longtail_counts(IMAGES_PER_CLASS - val_per_class, NUM_CLASSES, imbalance_factor, profile="exp")
-        why = f"imbalance_factor={imbalance_factor:g}" + (f", val_per_class={val_per_class}" if val_per_class else "")
+        counts = longtail_counts(IMAGES_PER_CLASS - validation_per_class, NUM_CLASSES, imbalance_factor, profile="exp")
+        why = f"imbalance_factor={imbalance_factor:g}"
+        if validation_per_class:
+            why += f", validation_per_class={validation_per_class}"
         paths, labels = _train_image_paths(root, wnids, np.zeros(NUM_CLASSES, np.int64), counts, why)
     return FileSource(
         paths=tuple(paths), labels=np.asarray(labels, np.int32), num_classes=NUM_CLASSES, class_names=wnids
