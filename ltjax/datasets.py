@@ -5,8 +5,8 @@
     --config.dataset.name=cifar100
     --config.dataset.name=tiny_imagenet   # the official tiny-imagenet-200 folder (--config.dataset.data_dir)
 
-Augmentation follows each reference recipe: none for digits (flipping a digit changes it), pad-4 crop + flip for
-CIFAR, pad-8 crop + flip at 64 px for Tiny ImageNet from scratch.
+Augmentation follows each reference recipe and runs on the device, inside the train step: none for digits (flipping a
+digit changes it), pad-4 crop + flip for CIFAR, pad-8 crop + flip at 64 px for Tiny ImageNet from scratch.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from ltjax.configs.keys import ConfigError, Key, nearest, number
 from ltjax.data import augment, samplers
+from ltjax.data.prepare import prepare_split
 from ltjax.data.digits import load_digits_lt
 from ltjax.data.source import ImageSource
 from ltjax.data.splits import SplitManifest
@@ -38,7 +39,8 @@ class TrainingData:
       validation: the held-out model-selection split evaluated every epoch, or None.
       test: the balanced test split, evaluated once at the end.
       manifests: a `SplitManifest` per split present (`"train"`, `"validation"`, `"test"`).
-      train_transform: batched host augmentation of training images (None: as stored).
+      crop_padding: the training augmentation, random pad-crop + horizontal flip with this zero border, on the
+        device (`ltjax.data.device_augment`); None: none.
       normalization: applied on device inside the steps.
     """
 
@@ -46,7 +48,7 @@ class TrainingData:
     validation: ImageSource | None
     test: ImageSource
     manifests: Mapping[str, SplitManifest]
-    train_transform: augment.Transform | None
+    crop_padding: int | None
     normalization: augment.Normalization
 
     @property
@@ -61,10 +63,20 @@ class TrainingData:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train[0][0].shape)
 
-    def splits(self) -> dict[str, ImageSource]:
-        """The splits present, by name."""
-        named = {"train": self.train, "validation": self.validation, "test": self.test}
-        return {name: source for name, source in named.items() if source is not None}
+    def prepared(self, *, dataset: str, cache_dir: str | None) -> "TrainingData":
+        """Every split checked before training, file splits decoded once into the uint8 cache (`prepare_split`).
+
+        Raises:
+          DataError: files missing, undecodable or of another shape than the training images, each named.
+        """
+        train = prepare_split(self.train, cache_dir=cache_dir, name=f"{dataset}-train")
+        shape = train[0][0].shape
+
+        def other(source, split):
+            return prepare_split(source, cache_dir=cache_dir, name=f"{dataset}-{split}", image_shape=shape)
+
+        validation = other(self.validation, "validation") if self.validation is not None else None
+        return dataclasses.replace(self, train=train, validation=validation, test=other(self.test, "test"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +128,7 @@ def _cifar(name: str) -> Callable[[ml_collections.ConfigDict], TrainingData]:
             validation_per_class=config.validation_per_class,
         )
         return TrainingData(
-            splits.train, splits.validation, splits.test, splits.manifests, augment.PadCropFlip(padding=4),
-            augment.NORMALIZATIONS[name],
+            splits.train, splits.validation, splits.test, splits.manifests, 4, augment.NORMALIZATIONS[name]
         )
 
     return load
@@ -141,18 +152,17 @@ def _tiny_imagenet(config: ml_collections.ConfigDict) -> TrainingData:
     parameters = {"imbalance_factor": config.imbalance_factor, "validation_per_class": held_out}
     splits = {
         "train": load_tiny_imagenet(config.data_dir, "train", imbalance_factor=config.imbalance_factor,
-                                    val_per_class=held_out),
+                                    validation_per_class=held_out),
         "test": load_tiny_imagenet(config.data_dir, "test"),
     }
     if held_out:
-        splits["validation"] = load_tiny_imagenet(config.data_dir, "val", val_per_class=held_out)
+        splits["validation"] = load_tiny_imagenet(config.data_dir, "val", validation_per_class=held_out)
     manifests = {
         split: file_manifest(source, dataset="tiny_imagenet", split=split, parameters=parameters)
         for split, source in splits.items()
     }
     return TrainingData(
-        splits["train"], splits.get("validation"), splits["test"], manifests, augment.PadCropFlip(padding=8),
-        augment.TINY_IMAGENET_NORMALIZATION,
+        splits["train"], splits.get("validation"), splits["test"], manifests, 8, augment.TINY_IMAGENET_NORMALIZATION
     )
 
 

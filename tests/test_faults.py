@@ -11,6 +11,10 @@
 | resuming with another config                       | checkpoint error without the difference | ConfigError listing the changed keys |
 | two runs in one workdir at once                    | interleaved logs                         | WorkdirBusyError                    |
 | kill -9 and resume                                 | log.jsonl lost epoch lines               | one line per epoch, same report     |
+| a corrupt or wrong-size image in the test split    | found after training / unnamed crash     | DataError naming the file, before the first step |
+| CIFAR with no data_dir                             | looked in ./cifar10                      | tfds's default ($TFDS_DATA_DIR), named in the error |
+| a zero or inf count passed to a jitted loss        | NaN/inf losses                           | see tests/test_losses_errors.py::test_invalid_traced_counts_raise_under_jit |
+| README's tests on another CPU (AVX-512)            | logits of ~140 compared with atol 1e-5   | tolerances scaled to the values (tests/tolerance.py) |
 """
 import json
 import pathlib
@@ -215,3 +219,76 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
     subprocess.run(_cli(killed), check=True, capture_output=True, timeout=600)
     assert (killed / "report.json").read_text() == (straight / "report.json").read_text()
     assert len((killed / "log.jsonl").read_text().splitlines()) == 2
+
+
+# --- data faults surface before the first step, naming the file ---------------------------------------------------
+
+
+@pytest.fixture
+def small_tiny_imagenet(tmp_path, monkeypatch):
+    """A Tiny ImageNet folder in the official layout, 3 classes x 10 generated 64x64 JPEGs, 6 test images."""
+    from PIL import Image
+
+    from ltjax.data import tiny_imagenet
+
+    monkeypatch.setattr(tiny_imagenet, "NUM_CLASSES", 3)
+    monkeypatch.setattr(tiny_imagenet, "IMAGES_PER_CLASS", 10)
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01", "n02", "n03"]
+    rng = np.random.default_rng(0)
+
+    def image(path: pathlib.Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, format="JPEG")
+
+    root.mkdir()
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for wnid in wnids:
+        for k in range(10):
+            image(root / "train" / wnid / "images" / f"{wnid}_{k}.JPEG")
+    annotations = []
+    for k in range(6):
+        image(root / "val" / "images" / f"val_{k}.JPEG")
+        annotations.append(f"val_{k}.JPEG\t{wnids[k % 3]}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    return root
+
+
+def _tiny_config(root: pathlib.Path, cache: pathlib.Path):
+    return digits_config(("dataset.name", "tiny_imagenet"), ("dataset.data_dir", str(root)),
+                         ("dataset.imbalance_factor", "2"), ("dataset.validation_per_class", "0"),
+                         ("data_cache_dir", str(cache)), ("batch_size", "8"),
+                         ("eval_batch_size", "8"), ("num_epochs", "1"))
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("corrupt", r"val_4\.JPEG: cannot decode"),
+    ("wrong size", r"val_4\.JPEG: is 48x64x3, expected 64x64x3"),
+])
+def test_a_bad_test_image_is_found_before_training_and_named(small_tiny_imagenet, tmp_path, fault, message):
+    from PIL import Image
+
+    from ltjax.data import DataError
+
+    bad = small_tiny_imagenet / "val" / "images" / "val_4.JPEG"
+    if fault == "corrupt":
+        bad.write_bytes(bad.read_bytes()[:200])
+    else:
+        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(bad, format="JPEG")
+    workdir = tmp_path / "run"
+    started = time.monotonic()
+    with pytest.raises(DataError, match=message):
+        train_and_evaluate(_tiny_config(small_tiny_imagenet, tmp_path / "cache"), workdir, say=quiet)
+    assert time.monotonic() - started < 60
+    assert not (workdir / "checkpoints").exists()  # nothing was trained
+
+
+def test_cifar_without_a_data_dir_looks_where_tfds_does(tmp_path):
+    empty = tmp_path / "tfds"
+    result = subprocess.run(
+        [sys.executable, "-m", "ltjax", "--plan", "--config.dataset.name=cifar10"],
+        env={**__import__("os").environ, "TFDS_DATA_DIR": str(empty)}, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert f"cifar10 is not prepared in {empty}/cifar10" in result.stderr and "tfds build cifar10" in result.stderr

@@ -57,13 +57,15 @@ RUN_KEYS = {
     "checkpoint_every_steps": Key(0, "also checkpoint every N steps (0: at the end of every epoch only)"),
     "keep_checkpoints": Key(2, "checkpoints kept; the older ones are the fallback when the newest is damaged"),
     "progress_bar": Key(True, "show a progress bar per epoch"),
+    "data_cache_dir": Key("", "folder of the decoded image caches (empty: $LTJAX_CACHE_DIR or ~/.cache/ltjax)"),
 }
 
 SECTION_KEYS = {"model": MODEL_KEYS, "optimizer": OPTIMIZER_KEYS}
 SECTIONS = ("dataset", "model", "loss", "optimizer")
 
 # Keys that may differ between an interrupted run and its resumption without changing what is computed.
-RUN_ONLY_KEYS = ("checkpoint_every_steps", "keep_checkpoints", "progress_bar", "parallel", "num_devices")
+RUN_ONLY_KEYS = ("checkpoint_every_steps", "keep_checkpoints", "progress_bar", "parallel", "num_devices",
+                 "data_cache_dir")
 
 
 def _named_keys(section: str, name: str) -> dict[str, Key]:

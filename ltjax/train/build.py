@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
 
 from ltjax import datasets, methods
 from ltjax.configs import schema
@@ -43,23 +44,29 @@ class DataSpec:
       image_shape: `(H, W, 3)` of the uint8 images the steps receive.
       normalization: mean/std applied on device.
       steps_per_epoch: training steps per epoch (the learning-rate schedule counts epochs in steps).
+      crop_padding: the device augmentation's pad-crop border (None: no augmentation).
     """
 
     class_counts: np.ndarray
     image_shape: tuple[int, ...]
     normalization: Normalization
     steps_per_epoch: int
+    crop_padding: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """A run's program. `train_step` donates the state it is given: keep only the state it returns."""
+    """A run's program. `train_step` donates the state it is given: keep only the state it returns.
+
+    `batch_sharding` is where the steps want their batch arrays (`ltjax.data.device_prefetch` puts them there).
+    """
 
     config: ml_collections.ConfigDict
     objective: methods.Objective
     model: Any
     optimizer: optax.GradientTransformation
     devices: tuple
+    batch_sharding: NamedSharding
     plan: dict
     init_state: Callable[[], TrainState]
     train_step: Callable[..., TrainState]
@@ -95,7 +102,8 @@ def build(config: ml_collections.ConfigDict, data: DataSpec, *, devices=None) ->
     model = create_model(name, stats.num_classes, head=head, dtype=jnp.dtype(config.model.dtype), **options)
     optimizer = make_optimizer(config.optimizer, data.steps_per_epoch, config.num_epochs)
     train_step = data_parallel(
-        make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization),
+        make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
+                        crop_padding=data.crop_padding, seed=config.seed),
         config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED), out_specs=REPLICATED,
         donate_argnums=(0,),
     )
@@ -121,7 +129,8 @@ def build(config: ml_collections.ConfigDict, data: DataSpec, *, devices=None) ->
 
     plan = _plan(config, objective, name, head, data, devices)
     return Trainer(
-        config=config, objective=objective, model=model, optimizer=optimizer, devices=devices, plan=plan,
+        config=config, objective=objective, model=model, optimizer=optimizer, devices=devices,
+        batch_sharding=NamedSharding(Mesh(np.asarray(devices), (AXIS,)), SPLIT), plan=plan,
         init_state=init_state, train_step=train_step, eval_step=eval_step,
         start_epoch=jax.jit(lambda s: s.replace(totals=TrainTotals.init(stats.num_classes))),
         end_epoch=jax.jit(lambda s: s.replace(loss_state=objective.end_epoch(s.loss_state))),
@@ -137,6 +146,7 @@ def _plan(config, objective: methods.Objective, name: str, head: str, data: Data
         "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
                    f"{objective.num_classes} classes, {int(np.sum(data.class_counts))} training images)",
         "model": f"{name}, {head} head, {config.model.dtype}",
+        "augmentation": f"pad-{data.crop_padding} crop + flip, on the device" if data.crop_padding else "none",
         "phases": objective.plan(config.num_epochs),
         "learning_rate": {"base": config.optimizer.learning_rate, "warmup_epochs": warmup,
                           "decay": [{"from_epoch": epoch, "multiplier": multiplier} for epoch, multiplier in decay]},
@@ -160,7 +170,7 @@ def format_plan(plan: dict) -> str:
         f"method   {plan['method']}: {plan['summary']}",
         f"phases   {phases}",
         f"data     {plan['dataset']}",
-        f"model    {plan['model']}",
+        f"model    {plan['model']}; augmentation: {plan['augmentation']}",
         f"lr       {rate['base']:g}, warm-up {rate['warmup_epochs']} epochs, decay {decay}",
         f"run      {plan['num_epochs']} epochs x {plan['steps_per_epoch']} steps of {plan['batch_size']} on "
         f"{plan['devices']}",

@@ -54,6 +54,12 @@ def _quiet_orbax():
             logger.setLevel(level)
 
 
+def _first_sentence(error: Exception) -> str:
+    """`Type: message` cut before orbax's and tensorstore's attached dumps."""
+    text = (str(error).strip().splitlines() or [""])[0].split(". See full")[0]
+    return f"{type(error).__name__}: {text[:200]}"
+
+
 def _free_name(path: pathlib.Path) -> pathlib.Path:
     """`path`, or `path-2`, `path-3`, ... if taken (a step damaged again after a resume)."""
     candidate, number = path, 1
@@ -101,8 +107,7 @@ class Checkpointer:
                     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), run=ocp.args.JsonRestore())
                 )
             except Exception as error:  # orbax raises many types for unreadable data; all mean the same to the user
-                message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise CheckpointError(f"its files cannot be read ({type(error).__name__}: {message[:300]})") from None
+                raise CheckpointError(f"its files cannot be read ({_first_sentence(error)})") from None
         record = restored["run"]
         if not isinstance(record, dict) or "digest" not in record:
             raise CheckpointError("its run record is missing or has no digest")

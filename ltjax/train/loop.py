@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ltjax import datasets, methods, metrics, plots
 from ltjax.configs import schema
 from ltjax.data.pipeline import TrainPipeline, eval_batches
+from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
 from ltjax.train.build import DataSpec, Trainer, build, format_plan
 from ltjax.train.checkpoint import Checkpointer
@@ -54,13 +55,12 @@ def evaluate(trainer: Trainer, state: TrainState, source: ImageSource, *, keep_f
     """Sums the eval statistics over a split; with `keep_features`, also fetches every example's features (for class
     prototypes), which otherwise never leave the device."""
     total, features = None, []
-    for batch in eval_batches(source, global_batch_size=trainer.config.eval_batch_size,
-                              num_devices=len(trainer.devices), num_workers=2):
-        flat = [x.reshape(-1, *x.shape[2:]) for x in (batch.images, batch.labels, batch.mask)]
-        stats, batch_features = trainer.eval_step(state, *flat)
+    batches = eval_batches(source, global_batch_size=trainer.config.eval_batch_size, num_workers=2)
+    for batch in device_prefetch(batches, trainer.batch_sharding):
+        stats, batch_features = trainer.eval_step(state, batch.images, batch.labels, batch.mask)
         total = stats if total is None else total.merge(stats)
         if keep_features:
-            features.append(np.asarray(batch_features)[flat[2]])
+            features.append(np.asarray(batch_features)[np.asarray(batch.mask)])
     return jax.device_get(total), np.concatenate(features) if keep_features else None
 
 
@@ -112,14 +112,13 @@ def train_and_evaluate(
     folder = Workdir(workdir)
     with folder.lock():
         devices = _devices(config)
-        data = datasets.get(config.dataset.name).load(config.dataset)
-        pipeline = TrainPipeline(
-            data.train, global_batch_size=config.batch_size, transform=data.train_transform, seed=config.seed,
-            sampler=datasets.make_sampler(config.dataset, config.num_epochs), num_devices=len(devices),
-        )
-        steps_per_epoch = pipeline.steps_per_epoch()
-        trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization, steps_per_epoch),
-                        devices=devices)
+        data = datasets.get(config.dataset.name).load(config.dataset).prepared(
+            dataset=config.dataset.name, cache_dir=config.data_cache_dir or None)
+        pipeline = TrainPipeline(data.train, global_batch_size=config.batch_size, seed=config.seed,
+                                 sampler=datasets.make_sampler(config.dataset, config.num_epochs))
+        spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipeline.steps_per_epoch(),
+                        data.crop_padding)
+        trainer = build(config, spec, devices=devices)
         folder.check_config(config)
         folder.record_manifests(data.manifests)
         folder.record_session(trainer.plan, devices)
@@ -157,12 +156,12 @@ def _train(trainer: Trainer, state: TrainState, data: datasets.TrainingData, pip
                 hooks = methods.Hooks(functools.partial(class_mean_features, trainer, state, data.train), config.seed)
                 state = state.replace(loss_state=phase.enter(state.loss_state, objective.hp, hooks))
         started = time.perf_counter()
-        batches = pipeline.batches(start_epoch=epoch, start_step=first_step, end_epoch=epoch + 1)
+        batches = device_prefetch(pipeline.batches(start_epoch=epoch, start_step=first_step, end_epoch=epoch + 1),
+                                  trainer.batch_sharding)
         progress = tqdm(batches, total=steps_per_epoch - first_step, desc=f"epoch {epoch}", leave=False,
                         disable=not config.progress_bar)
         for step, batch in enumerate(progress, start=epoch * steps_per_epoch + first_step + 1):
-            images = batch.images.reshape(-1, *batch.images.shape[2:])
-            state = trainer.train_step(state, images, batch.labels.reshape(-1), jnp.int32(epoch))
+            state = trainer.train_step(state, batch.images, batch.labels, jnp.int32(epoch))
             if max_steps is not None and step >= max_steps:
                 progress.close()
                 save(state)

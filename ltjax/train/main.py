@@ -87,10 +87,10 @@ def _print_plan(config) -> int:
 
     print(schema.to_json(config))
     data = datasets.get(config.dataset.name).load(config.dataset)
-    devices = _devices(config)
-    steps = TrainPipeline(data.train, global_batch_size=config.batch_size, num_devices=len(devices),
+    steps = TrainPipeline(data.train, global_batch_size=config.batch_size,
                           sampler=datasets.make_sampler(config.dataset, config.num_epochs)).steps_per_epoch()
-    trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization, steps), devices=devices)
+    spec = DataSpec(data.class_counts, data.image_shape, data.normalization, steps, data.crop_padding)
+    trainer = build(config, spec, devices=_devices(config))
     print(format_plan(trainer.plan))
     return 0
 

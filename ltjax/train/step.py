@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ltjax.data import device_augment
 from ltjax.data.augment import Normalization, normalize
 from ltjax.methods import Objective
 from ltjax.metrics import EvalStats
@@ -42,7 +43,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, objective: Objective,
-                    normalization: Normalization) -> Callable:
+                    normalization: Normalization, *, crop_padding: int | None = None, seed: int = 0) -> Callable:
     """The per-device train step.
 
     Args:
@@ -50,9 +51,16 @@ def make_train_step(model, optimizer: optax.GradientTransformation, objective: O
       optimizer: the optax optimizer.
       objective: the method bound to the run (`ltjax.methods.bind`).
       normalization: mean/std applied on device to the uint8 images.
+      crop_padding: augment on the device with random pad-crop + flip of this border (None: no augmentation); each
+        example's draw is a pure function of (seed, epoch, global step, its position in the global batch).
+      seed: the run's seed, for the augmentation keys.
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array) -> TrainState:
+        if crop_padding is not None:
+            key = device_augment.step_key(seed, epoch, state.step)
+            first = jax.lax.axis_index(AXIS) * images.shape[0]
+            images = device_augment.pad_crop_flip(images, key, padding=crop_padding, index_offset=first)
         inputs = normalize(images, normalization)
 
         def loss_fn(params):
