@@ -152,7 +152,7 @@ def test_the_workdir_records_what_produced_the_run(tmp_path):
     session = json.loads((workdir / "provenance.json").read_text())["sessions"][0]
     assert session["devices"]["count"] == len(jax.local_devices()) and session["devices"]["kind"]
     assert session["versions"]["jax"] == jax.__version__ and session["command"]
-    assert json.loads((workdir / "plan.json").read_text())["method"] == "ce"
+    assert json.loads((workdir / "plan.json").read_text())["members"][0]["method"] == "ce"
     assert report["class_names"] == [str(d) for d in range(10)]
 
 

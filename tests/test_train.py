@@ -132,7 +132,7 @@ def test_every_recipe_resolves_and_binds_for_every_dataset(recipe):
         counts = longtail_counts(500, num_classes, config.dataset.imbalance_factor, "exp")
         trainer = build(config, DataSpec(counts, (32, 32, 3), NORMALIZATION, steps_per_epoch=97), devices=jax.devices())
         assert trainer.plan["num_epochs"] == 200
-        starts = [phase["first_epoch"] for phase in trainer.plan["phases"]]
+        starts = [phase["first_epoch"] for phase in trainer.plan["members"][0]["phases"]]
         reference = {"ldam_drw": [0, 160], "ffds": [0, 130], "ib": [0, 100], "kps": [0, 120], "swrm": [0, 140]}
         assert starts == reference.get(recipe, [0]), (recipe, argument)
 

@@ -215,15 +215,25 @@ def fingerprint(config: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """`key: old -> new` lines between two config records (nested dicts), run-only keys left out."""
+def ensemble_fingerprint(configs) -> str:
+    """SHA-256 of the members' fingerprints, in member order."""
+    return hashlib.sha256("".join(fingerprint(config) for config in configs).encode()).hexdigest()
+
+
+def differences(old: dict, new: dict, prefix: str = "", *, top_level: bool = True) -> list[str]:
+    """`key: old -> new` lines between two config records (nested dicts, or an ensemble's `{"members": [configs]}`),
+    the run-only keys of each config left out."""
     lines = []
     for key in sorted(set(old) | set(new)):
-        if not prefix and key in RUN_ONLY_KEYS:
+        if top_level and key in RUN_ONLY_KEYS:
             continue
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            lines += differences(a, b, f"{prefix}{key}.")
+            lines += differences(a, b, f"{prefix}{key}.", top_level=False)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
+                isinstance(x, dict) for x in a + b):
+            for index, (x, y) in enumerate(zip(a, b)):
+                lines += differences(x, y, f"{prefix}{key}[{index}].")
         elif a != b:
             lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return lines

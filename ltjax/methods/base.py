@@ -179,11 +179,19 @@ class Objective:
         ]
         return jax.lax.switch(self.phase_index(epoch), branches, state)
 
-    def predict(self, outputs) -> jax.Array:
-        """Logits whose argmax is the method's prediction."""
+    def predict(self, outputs, state=None) -> jax.Array:
+        """Logits whose argmax is the method's prediction (`state` is the method's state; unused here)."""
         if self.method.predict is None:
             return outputs.logits
         return self.method.predict(outputs.logits, self.hp, self.stats)
+
+    def numbers(self) -> dict[str, float]:
+        """The method's numeric keys and their values: what ensemble members may vary."""
+        return {key: self.hp[key] for key, spec in self.method.keys.items() if spec.kind == "number"}
+
+    def with_numbers(self, numbers) -> "Objective":
+        """This objective with its numeric keys replaced (by traced per-member values inside an ensemble step)."""
+        return dataclasses.replace(self, hp={**self.hp, **numbers})
 
     def init_state(self):
         return self.method.init_state(self.stats, self.hp) if self.method.init_state else {}

@@ -1,4 +1,5 @@
-"""`build(config, data_spec)`: one resolved config -> the model, optimizer, method and the jitted data-parallel steps.
+"""`build(config, data_spec)`: one resolved config -> the model, optimizer, method and the jitted data-parallel steps;
+`build_ensemble(configs, data_spec)`: several configs that share the backbone -> one program training them all.
 
 The loop, the tests and the benchmarks all build their steps here, so they run the same program:
 
@@ -6,11 +7,17 @@ The loop, the tests and the benchmarks all build their steps here, so they run t
     state = trainer.init_state()
     state = trainer.train_step(state, images, labels, epoch)      # global uint8 batch [B, H, W, 3], labels [B]
     stats, features = trainer.eval_step(state, images, labels, mask)
+
+An ensemble's state and batches carry a leading member axis (`trainer.members`): images `[N, B, H, W, 3]`, each
+member its own batch, as the single run of its seed would see it; the eval step takes one shared batch and returns
+statistics per member. Members train under `jax.vmap` inside the same data-parallel step, so member k computes what
+the single run of its config computes (up to float rounding) and a member whose loss diverges leaves the others
+untouched.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,18 +28,30 @@ from jax.sharding import Mesh, NamedSharding
 
 from ltjax import datasets, methods
 from ltjax.configs import schema
+from ltjax.configs.keys import ConfigError
 from ltjax.data.augment import Normalization
+from ltjax.methods.ensemble import EnsembleObjective
 from ltjax.metrics import TrainTotals
 from ltjax.models import create_model
 from ltjax.stats import ClassStats
 from ltjax.train.optim import lr_milestones, make_optimizer
 from ltjax.train.state import TrainState
-from ltjax.train.step import AXIS, REPLICATED, SPLIT, check_batch_divides, data_parallel, make_eval_step, \
-    make_train_step
+from ltjax.train.step import (
+    AXIS,
+    MEMBERS_SPLIT,
+    REPLICATED,
+    SPLIT,
+    check_batch_divides,
+    data_parallel,
+    make_eval_step,
+    make_train_step,
+)
 
 # The torchvision ResNets take a CIFAR-style stem (3x3, stride 1, no max-pool) on images this small.
 _SMALL_INPUT_SIDE = 64
 _TORCHVISION_RESNETS = ("resnet10", "resnet18", "resnet50")
+# What ensemble members must share: everything but the seed and the method.
+SHARED_KEYS = ("dataset", "model", "optimizer", "num_epochs", "batch_size", "eval_batch_size", "parallel", "num_devices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +77,22 @@ class DataSpec:
 class Trainer:
     """A run's program. `train_step` donates the state it is given: keep only the state it returns.
 
-    `batch_sharding` is where the steps want their batch arrays (`ltjax.data.device_prefetch` puts them there).
+    Attributes:
+      configs: the resolved config of each member (one for a single run).
+      members: the ensemble size, or None for a single run (no member axis).
+      objective: the method bound to the run (`Objective`), or an `EnsembleObjective`.
+      batch_sharding: where the steps want their batch arrays (`ltjax.data.device_prefetch` puts them there).
+      eval_sharding: likewise for the eval step's (shared) batches.
     """
 
-    config: ml_collections.ConfigDict
-    objective: methods.Objective
+    configs: tuple[ml_collections.ConfigDict, ...]
+    members: int | None
+    objective: Any
     model: Any
     optimizer: optax.GradientTransformation
     devices: tuple
     batch_sharding: NamedSharding
+    eval_sharding: NamedSharding
     plan: dict
     init_state: Callable[[], TrainState]
     train_step: Callable[..., TrainState]
@@ -74,9 +100,34 @@ class Trainer:
     start_epoch: Callable[[TrainState], TrainState]
     end_epoch: Callable[[TrainState], TrainState]
 
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        """The (first) member's config: what all members share."""
+        return self.configs[0]
+
 
 def model_name(config: ml_collections.ConfigDict) -> str:
     return config.model.name or datasets.get(config.dataset.name).model
+
+
+def _bind(config: ml_collections.ConfigDict, stats: ClassStats) -> methods.Objective:
+    hp = {key: value for key, value in config.loss.items() if key != "name"}
+    return methods.bind(methods.get(config.loss.name), hp, stats, config.num_epochs)
+
+
+def _check_shared(configs: Sequence[ml_collections.ConfigDict], heads: Sequence[str]) -> None:
+    first = configs[0].to_dict()
+    for index, config in enumerate(configs[1:], start=1):
+        other = config.to_dict()
+        for key in SHARED_KEYS:
+            if other[key] != first[key]:
+                raise ConfigError(
+                    f"ensemble members must share {key!r}: member 0 has {first[key]!r}, member {index} {other[key]!r}; "
+                    "train them in separate runs"
+                )
+    if len(set(heads)) > 1:
+        raise ConfigError(f"ensemble members must share the classifier head, got {sorted(set(heads))}; group the "
+                          "methods by head (linear, normed, cosine)")
 
 
 def build(config: ml_collections.ConfigDict, data: DataSpec, *, devices=None) -> Trainer:
@@ -86,95 +137,140 @@ def build(config: ml_collections.ConfigDict, data: DataSpec, *, devices=None) ->
       ConfigError: a config that cannot run as written (an unknown key, a phase outside the run, ...).
       ValueError: a global batch that does not divide over the devices, or counts with an empty class.
     """
-    config = schema.resolve(config)
+    return _build([config], data, devices, ensemble=False)
+
+
+def build_ensemble(configs: Sequence[ml_collections.ConfigDict], data: DataSpec, *, devices=None) -> Trainer:
+    """One program training every config of `configs` as a member (see the module docstring).
+
+    Members may differ in their seed and their method (`loss` section); everything in `SHARED_KEYS` and the
+    classifier head must be equal.
+
+    Raises:
+      ConfigError: members that differ where they must not, or a config that cannot run.
+    """
+    if not configs:
+        raise ConfigError("an ensemble needs at least one member")
+    return _build(list(configs), data, devices, ensemble=True)
+
+
+def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer:
+    configs = tuple(schema.resolve(config) for config in configs)
+    config = configs[0]
     devices = tuple(devices or jax.local_devices()[: config.num_devices or None])
     check_batch_divides(config.batch_size, len(devices))
     check_batch_divides(config.eval_batch_size, len(devices))
     stats = ClassStats.from_counts(data.class_counts)
-    method = methods.get(config.loss.name)
-    hp = {key: value for key, value in config.loss.items() if key != "name"}
-    objective = methods.bind(method, hp, stats, config.num_epochs)
+    objectives = [_bind(member, stats) for member in configs]
+    heads = [member.model.head or objective.method.head for member, objective in zip(configs, objectives)]
+    _check_shared(configs, heads)
 
     name = model_name(config)
     options = {"small_input": True} if name in _TORCHVISION_RESNETS and data.image_shape[0] <= _SMALL_INPUT_SIDE \
         else {}
-    head = config.model.head or method.head
-    model = create_model(name, stats.num_classes, head=head, dtype=jnp.dtype(config.model.dtype), **options)
+    model = create_model(name, stats.num_classes, head=heads[0], dtype=jnp.dtype(config.model.dtype), **options)
     optimizer = make_optimizer(config.optimizer, data.steps_per_epoch, config.num_epochs)
-    train_step = data_parallel(
-        make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
-                        crop_padding=data.crop_padding, seed=config.seed),
-        config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED), out_specs=REPLICATED,
-        donate_argnums=(0,),
-    )
-    eval_step = data_parallel(
-        make_eval_step(model, data.normalization, objective),
-        config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, SPLIT), out_specs=(REPLICATED, SPLIT),
-    )
+    objective = EnsembleObjective.of(objectives) if ensemble else objectives[0]
 
-    def init_state() -> TrainState:
-        key = jax.random.key(config.seed)
+    def init_member(member: int) -> TrainState:
+        key = jax.random.key(configs[member].seed)
         variables = model.init(key, jnp.zeros((1, *data.image_shape), jnp.float32), train=False)
-        params = {"model": variables["params"], "loss": objective.init_params(jax.random.fold_in(key, 1))}
-        state = TrainState(
+        loss_key = jax.random.fold_in(key, 1)
+        loss_params = objective.member_params(member, loss_key) if ensemble else objective.init_params(loss_key)
+        params = {"model": variables["params"], "loss": loss_params}
+        return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             batch_stats=variables["batch_stats"],
             opt_state=optimizer.init(params),
-            loss_state=objective.init_state(),
+            loss_state=objective.member_state(member) if ensemble else objective.init_state(),
             totals=TrainTotals.init(stats.num_classes),
+            seed=jnp.asarray(configs[member].seed, jnp.int32),
         )
+
+    def init_state() -> TrainState:
+        state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *map(init_member, range(len(configs)))) \
+            if ensemble else init_member(0)
         # The train step donates the state: every leaf must own its buffer (initialisers may share one zeros array).
         return jax.tree.map(jnp.array, state)
 
-    plan = _plan(config, objective, name, head, data, devices)
+    member_map = jax.vmap if ensemble else (lambda fn, **_: fn)
+    train_step = data_parallel(
+        member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
+                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, None)),
+        config.parallel, devices, in_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT,
+                                            MEMBERS_SPLIT if ensemble else SPLIT, REPLICATED),
+        out_specs=REPLICATED, donate_argnums=(0,),
+    )
+    eval_step = data_parallel(
+        member_map(make_eval_step(model, data.normalization, objective), in_axes=(0, None, None, None)),
+        config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, SPLIT),
+        out_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT),
+    )
+    mesh = Mesh(np.asarray(devices), (AXIS,))
+    reset = lambda s: s.replace(totals=TrainTotals.init(stats.num_classes))  # noqa: E731
+    end = lambda s: s.replace(loss_state=objective.end_epoch(s.loss_state))  # noqa: E731
     return Trainer(
-        config=config, objective=objective, model=model, optimizer=optimizer, devices=devices,
-        batch_sharding=NamedSharding(Mesh(np.asarray(devices), (AXIS,)), SPLIT), plan=plan,
+        configs=configs, members=len(configs) if ensemble else None, objective=objective, model=model,
+        optimizer=optimizer, devices=devices,
+        batch_sharding=NamedSharding(mesh, MEMBERS_SPLIT if ensemble else SPLIT),
+        eval_sharding=NamedSharding(mesh, SPLIT),
+        plan=_plan(configs, objectives, name, heads[0], data, devices),
         init_state=init_state, train_step=train_step, eval_step=eval_step,
-        start_epoch=jax.jit(lambda s: s.replace(totals=TrainTotals.init(stats.num_classes))),
-        end_epoch=jax.jit(lambda s: s.replace(loss_state=objective.end_epoch(s.loss_state))),
+        start_epoch=jax.jit(member_map(reset)), end_epoch=jax.jit(member_map(end)),
     )
 
 
-def _plan(config, objective: methods.Objective, name: str, head: str, data: DataSpec, devices) -> dict:
+def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devices) -> dict:
+    config = configs[0]
     warmup, decay = lr_milestones(config.optimizer, config.num_epochs)
-    method = objective.method
     return {
-        "method": method.name,
-        "summary": method.summary,
+        "members": [
+            {"method": objective.method.name, "seed": member.seed, "summary": objective.method.summary,
+             "phases": objective.plan(config.num_epochs), "notes": objective.method.notes,
+             "keys": {key: value for key, value in member.loss.items() if key != "name"}}
+            for member, objective in zip(configs, objectives)
+        ],
         "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
-                   f"{objective.num_classes} classes, {int(np.sum(data.class_counts))} training images)",
+                   f"{objectives[0].num_classes} classes, {int(np.sum(data.class_counts))} training images)",
         "model": f"{name}, {head} head, {config.model.dtype}",
         "augmentation": f"pad-{data.crop_padding} crop + flip, on the device" if data.crop_padding else "none",
-        "phases": objective.plan(config.num_epochs),
         "learning_rate": {"base": config.optimizer.learning_rate, "warmup_epochs": warmup,
                           "decay": [{"from_epoch": epoch, "multiplier": multiplier} for epoch, multiplier in decay]},
         "num_epochs": config.num_epochs,
         "batch_size": config.batch_size,
         "steps_per_epoch": data.steps_per_epoch,
         "devices": f"{len(devices)} x {devices[0].device_kind} ({config.parallel})",
-        "notes": method.notes,
     }
 
 
 def format_plan(plan: dict) -> str:
-    """The plan as the lines a run prints at its start."""
-    phases = "; ".join(
-        f"{p['phase']} epochs {p['first_epoch']}-{p['last_epoch']}" + (f" ({p['set_by']})" if "set_by" in p else "")
-        for p in plan["phases"] if p["first_epoch"] <= p["last_epoch"]
-    )
+    """The plan as the lines a run prints at its start (one method line per distinct member method)."""
+    lines = []
+    described = set()
+    for member in plan["members"]:
+        phases = "; ".join(
+            f"{p['phase']} epochs {p['first_epoch']}-{p['last_epoch']}" + (f" ({p['set_by']})" if "set_by" in p else "")
+            for p in member["phases"] if p["first_epoch"] <= p["last_epoch"]
+        )
+        signature = (member["method"], phases)
+        if signature in described:
+            continue
+        described.add(signature)
+        lines.append(f"method   {member['method']}: {member['summary']}")
+        lines.append(f"phases   {phases}")
+        if member["notes"]:
+            lines.append(f"note     {member['notes']}")
+    if len(plan["members"]) > 1:
+        lines.append(f"members  {len(plan['members'])}: " + ", ".join(
+            f"{m['method']} seed {m['seed']}" for m in plan["members"]))
     rate = plan["learning_rate"]
     decay = ", ".join(f"x{d['multiplier']:g} from epoch {d['from_epoch']}" for d in rate["decay"]) or "none"
-    lines = [
-        f"method   {plan['method']}: {plan['summary']}",
-        f"phases   {phases}",
+    lines += [
         f"data     {plan['dataset']}",
         f"model    {plan['model']}; augmentation: {plan['augmentation']}",
         f"lr       {rate['base']:g}, warm-up {rate['warmup_epochs']} epochs, decay {decay}",
         f"run      {plan['num_epochs']} epochs x {plan['steps_per_epoch']} steps of {plan['batch_size']} on "
         f"{plan['devices']}",
     ]
-    if plan["notes"]:
-        lines.append(f"note     {plan['notes']}")
     return "\n".join(lines)

@@ -91,7 +91,7 @@ class Checkpointer:
 
     def save(self, state: TrainState, record: dict) -> None:
         """Saves `state` at its step with `record` (JSON: the run's config and fingerprint) and the state's digest."""
-        step = int(jax.device_get(state.step))
+        step = int(np.ravel(jax.device_get(state.step))[0])  # an ensemble's members share their step
         record = {**record, "step": step, "digest": state_digest(state)}
         with _quiet_orbax():
             self._manager.save(

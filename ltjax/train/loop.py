@@ -1,20 +1,28 @@
-"""`train_and_evaluate(config, workdir)`: the whole run, top to bottom.
+"""`train_and_evaluate(config, workdir)`: the whole run, top to bottom; `train_ensemble(configs, workdir)`: several
+runs that share a backbone, trained side by side in one compiled step.
 
-Resolve the config -> hold the workdir -> load the data -> build the program (`ltjax.train.build`) -> record what
-produced the run -> restore the newest good checkpoint -> epochs of data-parallel train steps, each epoch ending with
-the method's epoch hook, a log line and a checkpoint -> the final test report, its many/medium/few table and plots.
+Resolve the config -> hold the workdir -> check and load the data -> build the program (`ltjax.train.build`) ->
+record what produced the run -> restore the newest good checkpoint -> epochs of data-parallel train steps, each
+epoch ending with the method's epoch hook, a log line and a checkpoint -> the final test report, its
+many/medium/few table and plots.
 
 Nothing here knows which method runs: phase switches happen inside the compiled step, phase-entry hooks (a
 similarity model built from class prototypes) come from the objective. A loss or gradient that stops being finite
-stops the run before anything computed from it is saved (`NonFiniteError`).
+stops a single run before anything computed from it is saved (`NonFiniteError`); in an ensemble it marks that member
+diverged (`members/<k>/diverged.json`, no report) and the others train on, untouched.
+
+An ensemble's workdir holds the shared record (config.json listing every member, plan, provenance, manifests,
+checkpoints) and a folder per member, `members/<k>/`, with the member's own config.json, log.jsonl, report.json and
+plots.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,13 +32,13 @@ from tqdm import tqdm
 
 from ltjax import datasets, methods, metrics, plots
 from ltjax.configs import schema
-from ltjax.data.pipeline import TrainPipeline, eval_batches
+from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
-from ltjax.train.build import DataSpec, Trainer, build, format_plan
+from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan
 from ltjax.train.checkpoint import Checkpointer
 from ltjax.train.state import TrainState
-from ltjax.train.workdir import Workdir
+from ltjax.train.workdir import EpochLog, Workdir
 
 # Panels of `curves.png`: keys of the JSON-lines log, nested keys dotted. The gap panel gets a zero line.
 GAP_PANEL = "Train - validation accuracy"
@@ -50,40 +58,114 @@ def _devices(config: ml_collections.ConfigDict) -> list:
     return jax.local_devices()[: config.num_devices or None]
 
 
+def _member(tree, member: int | None):
+    """Member `member`'s slice of a stacked pytree (the tree itself for a single run)."""
+    return tree if member is None else jax.tree.map(lambda leaf: leaf[member], tree)
+
+
 def evaluate(trainer: Trainer, state: TrainState, source: ImageSource, *, keep_features: bool = False
              ) -> tuple[metrics.EvalStats, np.ndarray | None]:
-    """Sums the eval statistics over a split; with `keep_features`, also fetches every example's features (for class
-    prototypes), which otherwise never leave the device."""
+    """Sums the eval statistics over a split (with a leading member axis for an ensemble); with `keep_features`,
+    also fetches every example's features (for class prototypes), which otherwise never leave the device."""
     total, features = None, []
     batches = eval_batches(source, global_batch_size=trainer.config.eval_batch_size, num_workers=2)
-    for batch in device_prefetch(batches, trainer.batch_sharding):
+    for batch in device_prefetch(batches, trainer.eval_sharding):
         stats, batch_features = trainer.eval_step(state, batch.images, batch.labels, batch.mask)
         total = stats if total is None else total.merge(stats)
         if keep_features:
-            features.append(np.asarray(batch_features)[np.asarray(batch.mask)])
-    return jax.device_get(total), np.concatenate(features) if keep_features else None
+            features.append(np.asarray(batch_features)[..., np.asarray(batch.mask), :])
+    return jax.device_get(total), np.concatenate(features, axis=-2) if keep_features else None
 
 
-def class_mean_features(trainer: Trainer, state: TrainState, source: ImageSource) -> np.ndarray:
-    """`[C, D]` each class's mean penultimate feature over `source` (eval mode): the class prototypes."""
-    _, features = evaluate(trainer, state, source, keep_features=True)
-    return np.stack([features[source.labels == c].mean(axis=0) for c in range(source.num_classes)])
+def class_mean_features(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """`[C, D]` each class's mean feature: the class prototypes."""
+    return np.stack([features[labels == c].mean(axis=0) for c in range(num_classes)])
 
 
-def _check_finite(totals: metrics.TrainTotals, steps_per_epoch: int, checkpointer: Checkpointer) -> None:
-    bad = int(totals.first_nonfinite_step)
-    if bad < 0:
-        return
-    epoch, step = divmod(bad, steps_per_epoch)
-    last = checkpointer.latest_step()
-    kept = (f"the last good checkpoint, step {last}, is in {checkpointer.directory}" if last is not None
-            else "no checkpoint had been written yet")
-    raise NonFiniteError(
-        f"training diverged: the loss or a gradient was not finite at global step {bad} (epoch {epoch}, step {step} "
-        f"of the epoch). Nothing computed from it was saved and no report was written; {kept}. The run is "
-        "deterministic, so resuming repeats the divergence: lower optimizer.learning_rate, or check the method's keys "
-        "and the data, in a new workdir."
-    )
+@dataclasses.dataclass
+class _Run:
+    """What one training run (a single config or an ensemble) holds while it trains."""
+
+    trainer: Trainer
+    data: datasets.TrainingData
+    pipelines: list[TrainPipeline]
+    folder: Workdir
+    checkpointer: Checkpointer
+    record: dict
+    say: Callable[[str], None]
+
+    @property
+    def members(self) -> list[int | None]:
+        return [None] if self.trainer.members is None else list(range(self.trainer.members))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.pipelines[0].steps_per_epoch()
+
+    def member_dir(self, member: int | None) -> pathlib.Path:
+        return self.folder.path if member is None else self.folder.path / "members" / str(member)
+
+    def diverged(self, member: int | None) -> dict | None:
+        path = self.member_dir(member) / "diverged.json"
+        return json.loads(path.read_text()) if member is not None and path.exists() else None
+
+    def batches(self, epoch: int, first_step: int):
+        iterators = [pipeline.batches(start_epoch=epoch, start_step=first_step, end_epoch=epoch + 1)
+                     for pipeline in self.pipelines]
+        if self.trainer.members is None:
+            host = iterators[0]
+        else:  # each member its own order, as the single run of its seed: stacked along a leading member axis
+            host = (Batch(np.stack([b.images for b in group]), np.stack([b.labels for b in group]),
+                          np.stack([b.mask for b in group]), np.stack([b.indices for b in group]), group[0].epoch,
+                          group[0].step) for group in zip(*iterators))
+        return device_prefetch(host, self.trainer.batch_sharding)
+
+    def check_finite(self, state: TrainState) -> None:
+        """Raises `NonFiniteError` for a single run; marks diverged members of an ensemble."""
+        totals = jax.device_get(state.totals)
+        for member in self.members:
+            bad = int(_member(totals, member).first_nonfinite_step)
+            if bad < 0 or self.diverged(member):
+                continue
+            epoch, step = divmod(bad, self.steps_per_epoch)
+            if member is None:
+                last = self.checkpointer.latest_step()
+                kept = (f"the last good checkpoint, step {last}, is in {self.checkpointer.directory}"
+                        if last is not None else "no checkpoint had been written yet")
+                raise NonFiniteError(
+                    f"training diverged: the loss or a gradient was not finite at global step {bad} (epoch {epoch}, "
+                    f"step {step} of the epoch). Nothing computed from it was saved and no report was written; "
+                    f"{kept}. The run is deterministic, so resuming repeats the divergence: lower "
+                    "optimizer.learning_rate, or check the method's keys and the data, in a new workdir."
+                )
+            record = {"global_step": bad, "epoch": epoch, "step": step}
+            (self.member_dir(member) / "diverged.json").write_text(json.dumps(record) + "\n")
+            self.say(f"member {member} diverged at global step {bad} (epoch {epoch}); the other members train on")
+
+    def save(self, state: TrainState) -> None:
+        self.check_finite(state)
+        self.checkpointer.save(state, self.record)
+
+    def enter_phases(self, state: TrainState, epoch: int) -> TrainState:
+        """Runs the host-side hooks of the phases that begin at `epoch` (class prototypes -> similarity model)."""
+        objective = self.trainer.objective
+        entering = {member: (objective.phases_entered_at(epoch) if member is None
+                             else objective.phases_entered_at(member, epoch)) for member in self.members}
+        if not any(entering.values()):
+            return state
+        _, features = evaluate(self.trainer, state, self.data.train, keep_features=True)
+        loss_state = state.loss_state
+        for member, phases in entering.items():
+            hooks = methods.Hooks(functools.partial(class_mean_features, _member(features, member),
+                                                    self.data.train.labels, self.data.train.num_classes),
+                                  self.trainer.configs[member or 0].seed)
+            for phase in phases:
+                if member is None:
+                    loss_state = phase.enter(loss_state, objective.hp, hooks)
+                else:
+                    updated = objective.enter(member, phase, _member(loss_state, member), hooks)
+                    loss_state = jax.tree.map(lambda all_, one: all_.at[member].set(one), loss_state, updated)
+        return state.replace(loss_state=loss_state)
 
 
 def train_and_evaluate(
@@ -105,79 +187,97 @@ def train_and_evaluate(
     Raises:
       ConfigError: a config that cannot run, or one that differs from the run the workdir holds.
       WorkdirBusyError: another run holds the workdir.
+      DataError: a split with missing, undecodable or odd-sized images (named).
       CheckpointError: the workdir has checkpoints but none is good.
       NonFiniteError: the run diverged.
     """
-    config = schema.resolve(config)
+    reports = _train([config], workdir, ensemble=False, max_steps=max_steps, say=say)
+    return None if reports is None else reports[0]
+
+
+def train_ensemble(
+    configs: Sequence[ml_collections.ConfigDict], workdir: str | pathlib.Path, *, max_steps: int | None = None,
+    say: Callable[[str], None] = print,
+) -> list[dict | None] | None:
+    """Trains every config as a member of one ensemble (see `build_ensemble`), recording it in `workdir`.
+
+    Returns:
+      One report per member (None for a member that diverged), or None when stopped by `max_steps`.
+    """
+    return _train(list(configs), workdir, ensemble=True, max_steps=max_steps, say=say)
+
+
+def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, say) -> list[dict | None] | None:
+    configs = [schema.resolve(config) for config in configs]
+    config = configs[0]
     folder = Workdir(workdir)
     with folder.lock():
-        devices = _devices(config)
         data = datasets.get(config.dataset.name).load(config.dataset).prepared(
             dataset=config.dataset.name, cache_dir=config.data_cache_dir or None)
-        pipeline = TrainPipeline(data.train, global_batch_size=config.batch_size, seed=config.seed,
-                                 sampler=datasets.make_sampler(config.dataset, config.num_epochs))
-        spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipeline.steps_per_epoch(),
+        sampler = datasets.make_sampler(config.dataset, config.num_epochs)
+        pipelines = [TrainPipeline(data.train, global_batch_size=member.batch_size, seed=member.seed, sampler=sampler,
+                                   num_workers=1 if ensemble else 2) for member in configs]
+        spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipelines[0].steps_per_epoch(),
                         data.crop_padding)
-        trainer = build(config, spec, devices=devices)
-        folder.check_config(config)
+        trainer = (build_ensemble(configs, spec, devices=_devices(config)) if ensemble
+                   else build(config, spec, devices=_devices(config)))
+        records = [json.loads(schema.to_json(member)) for member in configs]
+        folder.check_config({"members": records} if ensemble else records[0])
         folder.record_manifests(data.manifests)
-        folder.record_session(trainer.plan, devices)
+        folder.record_session(trainer.plan, trainer.devices)
         say(format_plan(trainer.plan))
-
+        fingerprint = schema.fingerprint(config) if not ensemble else schema.ensemble_fingerprint(configs)
         checkpointer = Checkpointer(folder.checkpoints, max_to_keep=config.keep_checkpoints)
-        record = {"fingerprint": schema.fingerprint(config), "config": json.loads(schema.to_json(config))}
+        run = _Run(trainer, data, pipelines, folder, checkpointer, {"fingerprint": fingerprint, "config": records},
+                   say)
+        for member, record in zip(run.members, records):
+            run.member_dir(member).mkdir(parents=True, exist_ok=True)
+            if member is not None:
+                (run.member_dir(member) / "config.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         fresh = trainer.init_state()
-        state = checkpointer.restore(fresh, record["fingerprint"], say=say) or fresh
+        state = checkpointer.restore(fresh, fingerprint, say=say) or fresh
         try:
-            state = _train(trainer, state, data, pipeline, checkpointer, record, folder, max_steps)
+            state = _epochs(run, state, max_steps)
         finally:
             checkpointer.close()
-        if state is None:
-            return None
-        return _final_report(trainer, state, data, folder.path)
+        return None if state is None else _final_reports(run, state)
 
 
-def _train(trainer: Trainer, state: TrainState, data: datasets.TrainingData, pipeline: TrainPipeline,
-           checkpointer: Checkpointer, record: dict, folder: Workdir, max_steps: int | None) -> TrainState | None:
-    config, objective = trainer.config, trainer.objective
-    steps_per_epoch = pipeline.steps_per_epoch()
-    start_epoch, start_step = divmod(int(state.step), steps_per_epoch)
-    log = folder.epoch_log(start_epoch)
-
-    def save(state: TrainState) -> None:
-        _check_finite(jax.device_get(state.totals), steps_per_epoch, checkpointer)
-        checkpointer.save(state, record)
-
+def _epochs(run: _Run, state: TrainState, max_steps: int | None) -> TrainState | None:
+    trainer, config = run.trainer, run.trainer.config
+    steps_per_epoch = run.steps_per_epoch
+    start_epoch, start_step = divmod(int(state.step if trainer.members is None else state.step[0]), steps_per_epoch)
+    logs = {member: EpochLog(run.member_dir(member) / "log.jsonl", start_epoch) for member in run.members}
     for epoch in range(start_epoch, config.num_epochs):
         first_step = start_step if epoch == start_epoch else 0
         if first_step == 0:
-            state = trainer.start_epoch(state)
-            for phase in objective.phases_entered_at(epoch):
-                hooks = methods.Hooks(functools.partial(class_mean_features, trainer, state, data.train), config.seed)
-                state = state.replace(loss_state=phase.enter(state.loss_state, objective.hp, hooks))
+            state = run.enter_phases(trainer.start_epoch(state), epoch)
         started = time.perf_counter()
-        batches = device_prefetch(pipeline.batches(start_epoch=epoch, start_step=first_step, end_epoch=epoch + 1),
-                                  trainer.batch_sharding)
-        progress = tqdm(batches, total=steps_per_epoch - first_step, desc=f"epoch {epoch}", leave=False,
-                        disable=not config.progress_bar)
+        progress = tqdm(run.batches(epoch, first_step), total=steps_per_epoch - first_step, desc=f"epoch {epoch}",
+                        leave=False, disable=not config.progress_bar)
         for step, batch in enumerate(progress, start=epoch * steps_per_epoch + first_step + 1):
             state = trainer.train_step(state, batch.images, batch.labels, jnp.int32(epoch))
             if max_steps is not None and step >= max_steps:
                 progress.close()
-                save(state)
+                run.save(state)
                 return None
             if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
-                save(state)
+                run.save(state)
         state = trainer.end_epoch(state)
+        run.check_finite(state)
+        seconds = time.perf_counter() - started
+        validation = evaluate(trainer, state, run.data.validation)[0] if run.data.validation is not None else None
         totals = jax.device_get(state.totals)
-        _check_finite(totals, steps_per_epoch, checkpointer)
-        log.append(_epoch_record(trainer, state, totals, data, epoch, time.perf_counter() - started))
-        save(state)
+        for member in run.members:
+            if not run.diverged(member):
+                logs[member].append(_epoch_record(_member(totals, member), _member(validation, member), run.data,
+                                                  epoch, seconds))
+        run.save(state)
     return state
 
 
-def _epoch_record(trainer: Trainer, state: TrainState, totals: metrics.TrainTotals, data: datasets.TrainingData,
-                  epoch: int, seconds: float) -> dict:
+def _epoch_record(totals: metrics.TrainTotals, validation_stats: metrics.EvalStats | None,
+                  data: datasets.TrainingData, epoch: int, seconds: float) -> dict:
     train = metrics.train_accuracy(totals.class_correct, totals.class_count, data.class_counts)
     record = {
         "epoch": epoch,
@@ -186,8 +286,7 @@ def _epoch_record(trainer: Trainer, state: TrainState, totals: metrics.TrainTota
         "seconds": seconds,
         "train_images_per_second": float(np.sum(totals.class_count)) / seconds,
     }
-    if data.validation is not None:
-        validation_stats, _ = evaluate(trainer, state, data.validation)
+    if validation_stats is not None:
         validation = metrics.scalar_metrics(
             metrics.report(validation_stats, data.class_counts, include_confusion=False))
         record["validation"] = validation
@@ -195,18 +294,26 @@ def _epoch_record(trainer: Trainer, state: TrainState, totals: metrics.TrainTota
     return record
 
 
-def _final_report(trainer: Trainer, state: TrainState, data: datasets.TrainingData, workdir: pathlib.Path) -> dict:
-    test_stats, _ = evaluate(trainer, state, data.test)
-    report = {
-        **metrics.report(test_stats, data.class_counts),
-        "class_names": list(data.class_names),
-        "train_class_counts": data.class_counts.tolist(),
-    }
-    (workdir / "report.json").write_text(json.dumps(report, indent=1))
-    plots.plot_class_distribution(data.class_counts, workdir / "class_distribution.png")
-    plots.plot_accuracy_vs_count(report["per_class_accuracy"], data.class_counts, workdir / "per_class_accuracy.png")
-    plots.plot_confusion_matrix(np.asarray(report["confusion"]), workdir / "confusion.png")
-    if (workdir / "log.jsonl").exists():
-        plots.plot_training_curves(workdir / "log.jsonl", workdir / "curves.png", panels=CURVE_PANELS,
-                                   zero_line_panels=(GAP_PANEL,))
-    return report
+def _final_reports(run: _Run, state: TrainState) -> list[dict | None]:
+    data = run.data
+    test_stats, _ = evaluate(run.trainer, state, data.test)
+    reports = []
+    for member in run.members:
+        if run.diverged(member):
+            reports.append(None)
+            continue
+        folder = run.member_dir(member)
+        report = {
+            **metrics.report(_member(test_stats, member), data.class_counts),
+            "class_names": list(data.class_names),
+            "train_class_counts": data.class_counts.tolist(),
+        }
+        (folder / "report.json").write_text(json.dumps(report, indent=1))
+        plots.plot_class_distribution(data.class_counts, folder / "class_distribution.png")
+        plots.plot_accuracy_vs_count(report["per_class_accuracy"], data.class_counts, folder / "per_class_accuracy.png")
+        plots.plot_confusion_matrix(np.asarray(report["confusion"]), folder / "confusion.png")
+        if (folder / "log.jsonl").exists():
+            plots.plot_training_curves(folder / "log.jsonl", folder / "curves.png", panels=CURVE_PANELS,
+                                       zero_line_panels=(GAP_PANEL,))
+        reports.append(report)
+    return reports

@@ -19,6 +19,7 @@ class TrainState:
       opt_state: optimizer state.
       loss_state: the method's state (DynaSmooth's group means, SWRM's coordinates).
       totals: the current epoch's running training sums, reset at each epoch's start.
+      seed: the run's seed (int32), from which the step draws its augmentation; one per ensemble member.
     """
 
     step: jax.Array
@@ -27,3 +28,4 @@ class TrainState:
     opt_state: optax.OptState
     loss_state: Any
     totals: TrainTotals
+    seed: jax.Array

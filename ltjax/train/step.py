@@ -36,6 +36,7 @@ AXIS = "batch"
 PARALLEL_MODES = ("shard_map", "pmap")
 REPLICATED = PartitionSpec()
 SPLIT = PartitionSpec(AXIS)
+MEMBERS_SPLIT = PartitionSpec(None, AXIS)  # [members, batch, ...]: every member's batch split over the devices
 
 
 def _all_finite(tree) -> jax.Array:
@@ -43,7 +44,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model, optimizer: optax.GradientTransformation, objective: Objective,
-                    normalization: Normalization, *, crop_padding: int | None = None, seed: int = 0) -> Callable:
+                    normalization: Normalization, *, crop_padding: int | None = None) -> Callable:
     """The per-device train step.
 
     Args:
@@ -52,13 +53,12 @@ def make_train_step(model, optimizer: optax.GradientTransformation, objective: O
       objective: the method bound to the run (`ltjax.methods.bind`).
       normalization: mean/std applied on device to the uint8 images.
       crop_padding: augment on the device with random pad-crop + flip of this border (None: no augmentation); each
-        example's draw is a pure function of (seed, epoch, global step, its position in the global batch).
-      seed: the run's seed, for the augmentation keys.
+        example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array) -> TrainState:
         if crop_padding is not None:
-            key = device_augment.step_key(seed, epoch, state.step)
+            key = device_augment.step_key(state.seed, epoch, state.step)
             first = jax.lax.axis_index(AXIS) * images.shape[0]
             images = device_augment.pad_crop_flip(images, key, padding=crop_padding, index_offset=first)
         inputs = normalize(images, normalization)
@@ -78,7 +78,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation, objective: O
         batch_loss = jax.lax.psum(total, AXIS) / normalizer
         param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         totals = state.totals.add(
-            batch_loss, objective.predict(outputs), labels, state.step,
+            batch_loss, objective.predict(outputs, state.loss_state), labels, state.step,
             jnp.isfinite(batch_loss) & _all_finite(grads), axis_name=AXIS,
         )
         return state.replace(
@@ -105,7 +105,7 @@ def make_eval_step(model, normalization: Normalization, objective: Objective) ->
             {"params": state.params["model"], "batch_stats": state.batch_stats},
             normalize(images, normalization), train=False,
         )
-        logits = objective.predict(outputs)
+        logits = objective.predict(outputs, state.loss_state)
         stats = EvalStats.init(logits.shape[-1]).update(logits, labels, mask, axis_name=AXIS)
         return stats, outputs.features
 

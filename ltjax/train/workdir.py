@@ -110,17 +110,18 @@ class Workdir:
                 handle.seek(0)
                 handle.truncate()
 
-    def check_config(self, config: ml_collections.ConfigDict) -> None:
-        """Writes `config.json`, or checks that a resumed run computes the same thing as the run that started here.
+    def check_config(self, record: dict) -> None:
+        """Writes `config.json` (the resolved config's JSON record, or an ensemble's `{"members": [...]}`), or checks
+        that a resumed run computes the same thing as the run that started here.
 
         Raises:
           ConfigError: the workdir holds a run with another config; the message lists the differing keys.
         """
         path = self.path / "config.json"
-        text = schema.to_json(config)
+        text = json.dumps(record, indent=1, sort_keys=True)
         if path.exists():
             recorded = json.loads(path.read_text())
-            changes = schema.differences(recorded, json.loads(text))
+            changes = schema.differences(recorded, record)
             if changes:
                 raise ConfigError(
                     f"workdir {self.path} holds a run with another config, so resuming it would reproduce neither "
@@ -167,9 +168,6 @@ class Workdir:
             "ltjax_source": _ltjax_source(),
         })
         path.write_text(json.dumps({"sessions": sessions}, indent=1) + "\n")
-
-    def epoch_log(self, start_epoch: int) -> "EpochLog":
-        return EpochLog(self.path / "log.jsonl", start_epoch)
 
 
 class EpochLog:
