@@ -41,7 +41,8 @@ DEFAULT_CURVE_PANELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _save(figure: Figure, path: PathLike) -> pathlib.Path:
+def save_figure(figure: Figure, path: PathLike) -> pathlib.Path:
+    """Writes a Matplotlib figure as a PNG (no display needed), creating the folder."""
     out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
@@ -94,7 +95,7 @@ def plot_class_distribution(
     ax.set_title(f"{counts.size} classes, imbalance factor {counts.max() / max(counts.min(), 1):.0f}")
     ax.legend(title="shot group")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_accuracy_vs_count(
@@ -129,7 +130,7 @@ def plot_accuracy_vs_count(
     ax.set_ylabel("test accuracy (%)")
     ax.legend(title="shot group")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def confusion_figure(
@@ -188,7 +189,7 @@ def plot_confusion_matrix(
     class_order: Sequence[int] | None = None,
 ) -> pathlib.Path:
     """Writes `confusion_figure(confusion, ...)` as a PNG and returns the path (see `confusion_figure`)."""
-    return _save(confusion_figure(confusion, class_names=class_names, class_order=class_order), path)
+    return save_figure(confusion_figure(confusion, class_names=class_names, class_order=class_order), path)
 
 
 def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -260,4 +261,4 @@ def plot_training_curves(
         ax.set_xlabel(x_key)
         ax.legend(fontsize=7)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)

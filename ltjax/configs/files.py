@@ -10,6 +10,7 @@ import ml_collections
 from ltjax.configs.keys import ConfigError
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "digits.py"
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
 def load_config_file(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -19,15 +20,27 @@ def load_config_file(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
       ConfigError: the file is missing or has no `get_config`.
     """
     path, _, argument = str(spec).partition(":")
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (expected e.g. experiments/configs/ce.py:cifar10-if100)")
-    module_spec = importlib.util.spec_from_file_location(f"ltjax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} defines no get_config()")
     return module.get_config(argument) if argument else module.get_config()
+
+
+def load_module(path: str | pathlib.Path):
+    """Imports a Python file (a config or table spec) as a module.
+
+    Raises:
+      ConfigError: the file does not exist.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file() and not path.is_absolute() and (REPOSITORY / path).is_file():
+        path = REPOSITORY / path  # specs name configs relative to the checkout, wherever the command runs
+    if not path.is_file():
+        raise ConfigError(f"file {path} does not exist (expected e.g. experiments/configs/ce.py:cifar10-if100)")
+    module_spec = importlib.util.spec_from_file_location(f"ltjax_spec_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def parse_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:

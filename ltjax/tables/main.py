@@ -1,0 +1,60 @@
+"""`ltjax-table`: train every cell of a table spec (seeds x methods, grouped into ensembles) and write the table.
+
+    ltjax-table experiments/tables/digits_lt.py                       # the embedded digits, every method, 5 seeds
+    ltjax-table experiments/tables/tiny_imagenet_lt_reduced.py --out experiments/tables/results/tiny_imagenet_lt_reduced
+
+Finished cells are not trained again: running the same command after an interruption resumes the unfinished
+groups and rewrites the table. Outputs: `table.json`, `table.md` and `table.png` in `--out` (default
+`<root>/<table name>/`); every cell keeps its workdir under `<root>/<table name>/cells/`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shlex
+import sys
+import time
+
+from ltjax.configs.keys import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ltjax-table", allow_abbrev=False,
+                                     description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser.add_argument("spec", help="a table spec file, e.g. experiments/tables/digits_lt.py")
+    parser.add_argument("--root", default="runs/tables", help="where the cells' workdirs go (default runs/tables)")
+    parser.add_argument("--out", help="where table.json/.md/.png go (default <root>/<table name>)")
+    parser.add_argument("--max-members", type=int, default=64, help="largest ensemble trained in one step")
+    arguments = parser.parse_args(argv)
+
+    from ltjax.data.splits import ManifestError
+    from ltjax.tables import render, run, spec
+    from ltjax.train.checkpoint import CheckpointError
+    from ltjax.train.workdir import WorkdirBusyError
+
+    started = time.perf_counter()
+    try:
+        table = spec.load_table(arguments.spec)
+        results = run.run_table(table, pathlib.Path(arguments.root), max_members=arguments.max_members)
+    except (ConfigError, ManifestError, CheckpointError, WorkdirBusyError, FileNotFoundError) as error:
+        print(f"ltjax-table: error: {error}", file=sys.stderr)
+        return 1
+    out = pathlib.Path(arguments.out or pathlib.Path(arguments.root) / table.name)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = render.summarize(table, results)
+    elapsed = time.perf_counter() - started
+    summary["wall_seconds"] = elapsed
+    summary["fingerprint"] = run.fingerprint(table)
+    command = shlex.join(["ltjax-table", *(argv if argv is not None else sys.argv[1:])])
+    runtime = (f"{elapsed / 60:.1f} min wall for this command ({results['seconds'] / 60:.1f} min training "
+               f"{results['groups']} ensemble groups)")
+    (out / "table.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "table.md").write_text(render.markdown(summary, command=command, runtime=runtime))
+    render.plot(summary, out / "table.png")
+    print((out / "table.md").read_text())
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

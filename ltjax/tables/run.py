@@ -1,0 +1,107 @@
+"""Running a table: cells grouped into ensembles that share a backbone, each group one resumable run.
+
+Cells that may share a compiled step (same data, model, head, optimizer and schedule; any methods and seeds) are
+grouped, in row order, into ensembles of at most `max_members`. Each group trains in its own workdir,
+`<root>/<table>/cells/<head>-<hash of its members' configs>/`, with full provenance and one folder per member (a cell).
+A group whose members all have a report (or have diverged) is finished and not run again; an interrupted group
+resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import time
+from typing import Callable
+
+import ml_collections
+
+from ltjax import methods
+from ltjax.configs import schema
+from ltjax.tables.spec import METRICS, Row, Table
+from ltjax.train.build import SHARED_KEYS
+from ltjax.train.loop import train_ensemble
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    row: Row
+    seed: int
+    config: ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    cells: tuple[Cell, ...]
+    workdir: pathlib.Path
+
+    def member_dir(self, member: int) -> pathlib.Path:
+        return self.workdir / "members" / str(member)
+
+    def finished(self) -> bool:
+        return all((self.member_dir(k) / "report.json").exists() or (self.member_dir(k) / "diverged.json").exists()
+                   for k in range(len(self.cells)))
+
+
+def _head(config: ml_collections.ConfigDict) -> str:
+    return config.model.head or methods.get(config.loss.name).head
+
+
+def _shared(config: ml_collections.ConfigDict) -> str:
+    record = json.loads(schema.to_json(config))
+    return json.dumps({key: record[key] for key in SHARED_KEYS} | {"head": _head(config)}, sort_keys=True)
+
+
+def plan_groups(table: Table, root: pathlib.Path, max_members: int) -> list[Group]:
+    """The table's cells, grouped into ensembles (see the module docstring)."""
+    cells = [Cell(row, seed, table.cell_config(row, seed)) for row in table.rows for seed in table.seeds]
+    by_shared: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_shared.setdefault(_shared(cell.config), []).append(cell)
+    groups = []
+    for members in by_shared.values():
+        for start in range(0, len(members), max_members):
+            chunk = tuple(members[start:start + max_members])
+            digest = schema.ensemble_fingerprint([cell.config for cell in chunk])[:10]
+            groups.append(Group(chunk, root / table.name / "cells" / f"{_head(chunk[0].config)}-{digest}"))
+    return groups
+
+
+def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
+              say: Callable[[str], None] = print) -> dict:
+    """Trains every unfinished group of `table` and returns the cells' results.
+
+    Returns:
+      `{"cells": [{"row", "seed", "workdir", "metrics" (percent) or "diverged"}...], "seconds": training time of the
+      groups run now, "groups": number of groups}`.
+    """
+    groups = plan_groups(table, pathlib.Path(root), max_members)
+    seconds = 0.0
+    for index, group in enumerate(groups):
+        labels = sorted({cell.row.label for cell in group.cells})
+        if group.finished():
+            say(f"group {index + 1}/{len(groups)} ({', '.join(labels)}) is finished: {group.workdir}")
+            continue
+        say(f"group {index + 1}/{len(groups)}: {len(group.cells)} members ({', '.join(labels)}) in {group.workdir}")
+        started = time.perf_counter()
+        train_ensemble([cell.config for cell in group.cells], group.workdir, say=say)
+        seconds += time.perf_counter() - started
+    results = []
+    for group in groups:
+        for member, cell in enumerate(group.cells):
+            folder = group.member_dir(member)
+            result = {"row": cell.row.label, "seed": cell.seed, "workdir": str(folder)}
+            if (folder / "diverged.json").exists():
+                result["diverged"] = json.loads((folder / "diverged.json").read_text())
+            else:
+                report = json.loads((folder / "report.json").read_text())
+                result["metrics"] = {key: None if report[key] is None else 100 * report[key] for key in METRICS}
+            results.append(result)
+    return {"cells": results, "seconds": seconds, "groups": len(groups)}
+
+
+def fingerprint(table: Table) -> str:
+    """A short hash of every cell's config: two tables with equal fingerprints trained the same runs."""
+    configs = [table.cell_config(row, seed) for row in table.rows for seed in table.seeds]
+    return hashlib.sha256(schema.ensemble_fingerprint(configs).encode()).hexdigest()[:12]
