@@ -26,6 +26,7 @@ from ltjax.data.tiny_imagenet import load_tiny_imagenet
 
 SAMPLERS = ("instance", "class_balanced", "square_root", "progressive", "oversample", "undersample")
 
+_TINY_IMAGENET_SIDE = 64
 # The digits' pixels are 0..255 after scaling 0..16; centre them with half-range statistics.
 DIGITS_NORMALIZATION = augment.Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -42,6 +43,8 @@ class TrainingData:
       crop_padding: the training augmentation, random pad-crop + horizontal flip with this zero border, on the
         device (`ltjax.data.device_augment`); None: none.
       normalization: applied on device inside the steps.
+      image_size: file splits are resized (shorter side) and centre-cropped to this side when cached; None: as
+        stored.
     """
 
     train: ImageSource
@@ -50,6 +53,7 @@ class TrainingData:
     manifests: Mapping[str, SplitManifest]
     crop_padding: int | None
     normalization: augment.Normalization
+    image_size: int | None = None
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -69,11 +73,12 @@ class TrainingData:
         Raises:
           DataError: files missing, undecodable or of another shape than the training images, each named.
         """
-        train = prepare_split(self.train, cache_dir=cache_dir, name=f"{dataset}-train")
+        train = prepare_split(self.train, cache_dir=cache_dir, name=f"{dataset}-train", image_size=self.image_size)
         shape = train[0][0].shape
 
         def other(source, split):
-            return prepare_split(source, cache_dir=cache_dir, name=f"{dataset}-{split}", image_shape=shape)
+            return prepare_split(source, cache_dir=cache_dir, name=f"{dataset}-{split}", image_shape=shape,
+                                 image_size=self.image_size)
 
         validation = other(self.validation, "validation") if self.validation is not None else None
         return dataclasses.replace(self, train=train, validation=validation, test=other(self.test, "test"))
@@ -89,7 +94,6 @@ class Dataset:
       keys: its config keys with defaults (`imbalance_factor`, `validation_per_class`, `seed`, ...).
       load: `dataset_config -> TrainingData`.
       model: the model its recipes train (`model.name = ""` takes it).
-      model_options: keyword options of that model (Tiny ImageNet: `small_input`).
     """
 
     name: str
@@ -97,7 +101,6 @@ class Dataset:
     keys: Mapping[str, Key]
     load: Callable[[ml_collections.ConfigDict], TrainingData]
     model: str
-    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _common_keys(imbalance_factor: float, *, data_dir_help: str | None = None) -> dict[str, Key]:
@@ -149,7 +152,8 @@ def _tiny_imagenet(config: ml_collections.ConfigDict) -> TrainingData:
             "dataset tiny_imagenet needs --config.dataset.data_dir=<path to the tiny-imagenet-200 folder>"
         )
     held_out = config.validation_per_class
-    parameters = {"imbalance_factor": config.imbalance_factor, "validation_per_class": held_out}
+    parameters = {"imbalance_factor": config.imbalance_factor, "validation_per_class": held_out,
+                  "image_size": config.image_size}
     splits = {
         "train": load_tiny_imagenet(config.data_dir, "train", imbalance_factor=config.imbalance_factor,
                                     validation_per_class=held_out),
@@ -161,8 +165,11 @@ def _tiny_imagenet(config: ml_collections.ConfigDict) -> TrainingData:
         split: file_manifest(source, dataset="tiny_imagenet", split=split, parameters=parameters)
         for split, source in splits.items()
     }
+    native = config.image_size == _TINY_IMAGENET_SIDE
     return TrainingData(
-        splits["train"], splits.get("validation"), splits["test"], manifests, 8, augment.TINY_IMAGENET_NORMALIZATION
+        splits["train"], splits.get("validation"), splits["test"], manifests,
+        crop_padding=config.image_size // 8,  # pad-8 crops at 64 px, as the recipe; the same fraction when resized
+        normalization=augment.TINY_IMAGENET_NORMALIZATION, image_size=None if native else config.image_size,
     )
 
 
@@ -179,8 +186,10 @@ DATASETS: dict[str, Dataset] = {
         Dataset("cifar100", "CIFAR-100-LT (tensorflow-datasets, the LDAM-DRW split)",
                 _common_keys(100.0, data_dir_help=_CIFAR_DIR_HELP), _cifar("cifar100"), "resnet32"),
         Dataset("tiny_imagenet", "Tiny-ImageNet-LT from the official tiny-imagenet-200 folder, trained from scratch",
-                _common_keys(100.0, data_dir_help="the tiny-imagenet-200 folder"), _tiny_imagenet, "resnet18",
-                {"small_input": True}),
+                {**_common_keys(100.0, data_dir_help="the tiny-imagenet-200 folder"),
+                 "image_size": Key(_TINY_IMAGENET_SIDE, "image side in pixels, resized once into the cache (64: as "
+                                                        "stored)")},
+                _tiny_imagenet, "resnet18"),
     )
 }
 
