@@ -44,6 +44,7 @@ from ltjax.train.step import (
     check_batch_divides,
     data_parallel,
     make_eval_step,
+    make_outputs_step,
     make_train_step,
 )
 
@@ -97,6 +98,7 @@ class Trainer:
     init_state: Callable[[], TrainState]
     train_step: Callable[..., TrainState]
     eval_step: Callable
+    outputs_step: Callable
     start_epoch: Callable[[TrainState], TrainState]
     end_epoch: Callable[[TrainState], TrainState]
 
@@ -207,6 +209,11 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, SPLIT),
         out_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT),
     )
+    outputs_step = data_parallel(
+        member_map(make_outputs_step(model, data.normalization), in_axes=(0, None)),
+        config.parallel, devices, in_specs=(REPLICATED, SPLIT),
+        out_specs=(MEMBERS_SPLIT, MEMBERS_SPLIT) if ensemble else (SPLIT, SPLIT),
+    )
     mesh = Mesh(np.asarray(devices), (AXIS,))
     reset = lambda s: s.replace(totals=TrainTotals.init(stats.num_classes))  # noqa: E731
     end = lambda s: s.replace(loss_state=objective.end_epoch(s.loss_state))  # noqa: E731
@@ -216,7 +223,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         batch_sharding=NamedSharding(mesh, MEMBERS_SPLIT if ensemble else SPLIT),
         eval_sharding=NamedSharding(mesh, SPLIT),
         plan=_plan(configs, objectives, name, heads[0], data, devices),
-        init_state=init_state, train_step=train_step, eval_step=eval_step,
+        init_state=init_state, train_step=train_step, eval_step=eval_step, outputs_step=outputs_step,
         start_epoch=jax.jit(member_map(reset)), end_epoch=jax.jit(member_map(end)),
     )
 

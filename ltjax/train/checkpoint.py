@@ -116,29 +116,43 @@ class Checkpointer:
         return restored["state"], record
 
     def restore(
-        self, target: TrainState, fingerprint: str, *, say: Callable[[str], None] = print
+        self, target: TrainState, fingerprint: str, *, say: Callable[[str], None] = print, step: int | None = None,
+        read_only: bool = False,
     ) -> TrainState | None:
         """The newest good checkpoint restored into the structure of `target`; None when there is none at all.
 
         Damaged steps are moved aside to `<step>.damaged` and reported through `say`, and the next older step is
         tried.
 
+        Args:
+          target: a state with the structure, shapes and dtypes to restore into.
+          fingerprint: the run's config fingerprint, which the checkpoint must carry.
+          say: where notes about damaged steps go.
+          step: restore this step only (None: the newest good one).
+          read_only: report damaged steps without moving them (an evaluation must not change the workdir).
+
         Raises:
-          CheckpointError: checkpoints exist but none is good, or the newest good one was written by a run with
-            another config (`fingerprint` differs).
+          CheckpointError: checkpoints exist but none is good (or `step` is absent or damaged), or the checkpoint was
+            written by a run with another config (`fingerprint` differs).
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         damaged = []
-        for step in reversed(self.steps()):
+        steps = self.steps()
+        if step is not None and step not in steps:
+            raise CheckpointError(f"no checkpoint step {step} in {self.directory}; it holds steps {steps}")
+        for step in [step] if step is not None else reversed(steps):
             step_dir = self.directory / str(step)
             try:
                 state, record = self._restore_step(step, abstract)
             except CheckpointError as fault:
+                damaged.append(step)
+                if read_only:
+                    say(f"checkpoint step {step} is damaged: {fault}; trying the previous one")
+                    continue
                 aside = _free_name(step_dir.with_name(f"{step}.damaged"))
                 step_dir.rename(aside)
                 with _quiet_orbax():
                     self._manager.reload()
-                damaged.append(step)
                 say(f"checkpoint step {step} is damaged: {fault}; moved it to {aside} and trying the previous one")
                 continue
             if record.get("fingerprint") != fingerprint:
@@ -151,9 +165,10 @@ class Checkpointer:
                 say(f"resuming from checkpoint step {step}, the newest good one")
             return state
         if damaged:
+            where = "" if read_only else " (moved aside as <step>.damaged)"
             raise CheckpointError(
-                f"no good checkpoint in {self.directory}: steps {damaged} are damaged (moved aside as <step>.damaged). "
-                "Delete the workdir's checkpoints folder to train from the start, or restore it from a copy."
+                f"no good checkpoint in {self.directory}: steps {damaged} are damaged{where}. Delete the workdir's "
+                "checkpoints folder to train from the start, or restore it from a copy."
             )
         return None
 

@@ -112,6 +112,20 @@ def make_eval_step(model, normalization: Normalization, objective: Objective) ->
     return eval_step
 
 
+def make_outputs_step(model, normalization: Normalization) -> Callable:
+    """The per-device outputs step: `outputs_step(state, images) -> (logits, features)`, eval mode, both split over
+    the devices like the images (for post-hoc corrections computed from a whole split's outputs)."""
+
+    def outputs_step(state: TrainState, images: jax.Array):
+        outputs = model.apply(
+            {"params": state.params["model"], "batch_stats": state.batch_stats},
+            normalize(images, normalization), train=False,
+        )
+        return outputs.logits, outputs.features
+
+    return outputs_step
+
+
 def _split_axis(spec: PartitionSpec) -> int | None:
     """The position of the device axis in a partition spec (None: replicated)."""
     return next((i for i, name in enumerate(spec) if name == AXIS), None)

@@ -1,0 +1,112 @@
+"""ltjax-eval: a trained workdir evaluated read-only, post-hoc corrections, choosing their strength on validation."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from ltjax import posthoc
+from ltjax.configs import files, schema
+from ltjax.train import eval_main
+from ltjax.train.evaluate import load_run, select_on_validation
+from ltjax.train.loop import train_and_evaluate, train_ensemble
+
+
+def config(*overrides):
+    written = files.load_config_file(files.DEFAULT_CONFIG)
+    pairs = [("progress_bar", "false"), ("dataset.imbalance_factor", "100"), ("num_epochs", "12"), *overrides]
+    return schema.apply_overrides(written, pairs)[0]
+
+
+@pytest.fixture(scope="module")
+def ce_run(tmp_path_factory):
+    """A CE run on the digits at imbalance 100 (the head digit has 120 images, the tail 1)."""
+    workdir = tmp_path_factory.mktemp("ce")
+    report = train_and_evaluate(config(), workdir, say=lambda _: None)
+    return workdir, report
+
+
+def _checkpoint_digest(workdir) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((workdir / "checkpoints").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(workdir)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _eval(workdir, *arguments) -> dict:
+    assert eval_main.main(["--workdir", str(workdir), "--name", "x", *arguments]) == 0
+    return json.loads((workdir / "eval" / "x" / "report.json").read_text())
+
+
+def test_evaluation_reproduces_the_training_report_and_touches_no_training_state(ce_run):
+    workdir, trained = ce_run
+    before = _checkpoint_digest(workdir), (workdir / "log.jsonl").read_text()
+    report = _eval(workdir)
+    assert report["confusion"] == trained["confusion"] and report["per_class_accuracy"] == trained[
+        "per_class_accuracy"]
+    assert report["evaluation"]["split"] == "test" and report["evaluation"]["posthoc"] == "none"
+    assert (_checkpoint_digest(workdir), (workdir / "log.jsonl").read_text()) == before
+
+
+def test_posthoc_logit_adjustment_raises_few_shot_accuracy_of_a_ce_run(ce_run):
+    workdir, trained = ce_run
+    adjusted = _eval(workdir, "--posthoc", "la", "--value", "1.0")
+    assert adjusted["few_shot_accuracy"] > trained["few_shot_accuracy"] + 0.05
+    assert adjusted["top1_accuracy"] > trained["top1_accuracy"]
+
+
+def test_tau_is_chosen_on_validation_and_every_tried_value_is_reported(ce_run):
+    workdir, _ = ce_run
+    run = load_run(workdir, say=lambda _: None)
+    chosen, tried = select_on_validation(run, "tau_norm")
+    assert [row["value"] for row in tried] == list(posthoc.CORRECTIONS["tau_norm"].grid)
+    assert chosen == max(tried, key=lambda row: row["top1_accuracy"])["value"]
+    _eval(workdir, "--posthoc", "tau_norm", "--select-on", "validation")
+    selection = json.loads((workdir / "eval" / "x" / "selection.json").read_text())
+    assert selection["value"] == chosen and selection["selected_on"] == "validation" and len(selection["tried"]) == 21
+    report = json.loads((workdir / "eval" / "x" / "report.json").read_text())
+    assert report["evaluation"]["value"] == chosen
+
+
+def test_tau_zero_normalisation_is_the_bias_free_linear_head(ce_run):
+    workdir, _ = ce_run
+    run = load_run(workdir, say=lambda _: None)
+    from ltjax.train.evaluate import corrected_logits, split_outputs
+
+    outputs = split_outputs(run.trainer, run.state, run.data.test)
+    head = run.state.params["model"]["head"]
+    untouched = corrected_logits(run, outputs, "tau_norm", 0.0)
+    np.testing.assert_allclose(untouched, outputs.logits - np.asarray(head["bias"]), rtol=1e-4,
+                               atol=1e-4 * np.abs(outputs.logits).max())
+    np.testing.assert_array_equal(corrected_logits(run, outputs, "la", 0.0), outputs.logits)
+
+
+def test_another_split_and_errors(ce_run, capsys):
+    workdir, _ = ce_run
+    validation = _eval(workdir, "--split", "validation")
+    assert validation["num_examples"] == 100  # 10 held-out images per digit
+    other = _eval(workdir, "--config.dataset.imbalance_factor=10")
+    assert other["num_examples"] == 300
+    assert eval_main.main(["--workdir", str(workdir), "--config.loss.name=la"]) == 1
+    assert "only --config.dataset" in capsys.readouterr().err
+    assert eval_main.main(["--workdir", str(workdir / "nothing")]) == 1
+    assert "not a run's workdir" in capsys.readouterr().err
+
+
+def test_selection_needs_a_validation_split(tmp_path, capsys):
+    train_and_evaluate(config(("dataset.validation_per_class", "0"), ("num_epochs", "1")), tmp_path,
+                       say=lambda _: None)
+    assert eval_main.main(["--workdir", str(tmp_path), "--posthoc", "la", "--select-on", "validation"]) == 1
+    assert "the test split is never used for selection" in capsys.readouterr().err
+
+
+def test_a_member_of_an_ensemble_is_evaluated_as_its_own_run(tmp_path, capsys):
+    members = [config(("num_epochs", "2"), ("seed", "0")), config(("num_epochs", "2"), ("seed", "1"),
+                                                                    ("loss.name", "la"))]
+    reports = train_ensemble(members, tmp_path, say=lambda _: None)
+    assert eval_main.main(["--workdir", str(tmp_path)]) == 1
+    assert "--member K" in capsys.readouterr().err
+    assert eval_main.main(["--workdir", str(tmp_path), "--member", "1", "--name", "x"]) == 0
+    report = json.loads((tmp_path / "members" / "1" / "eval" / "x" / "report.json").read_text())
+    assert report["confusion"] == reports[1]["confusion"]
