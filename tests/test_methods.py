@@ -88,6 +88,9 @@ def cli_runs(tmp_path_factory):
         if not (workdir / "report.json").exists():
             argv = [f"--workdir={workdir}", f"--config.loss.name={name}", f"--config.num_epochs={NUM_EPOCHS}",
                     "--config.progress_bar=false"]
+            if methods.get(name).second_stage:  # a second stage continues the CE run
+                run("ce")
+                argv += [f"--config.loss.init_from={root / 'ce'}", "--config.dataset.sampler=class_balanced"]
             assert train_main.main(argv) == 0
         return [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines()]
 
@@ -119,6 +122,8 @@ def _changed_value(key: str, spec) -> str:
         return "0.25" if spec.default != 0.25 else "0.5"
     if isinstance(spec.default, tuple):
         return "(2, 4)"  # group_ends of 4 classes
+    if isinstance(spec.default, str):
+        return "runs/first-stage"  # init_from
     if isinstance(spec.default, int):
         return str(spec.default + 1) if key != "window_size" else "3"
     return repr(spec.default * 0.5 + 0.125)
@@ -128,7 +133,8 @@ def test_every_key_of_every_method_overrides_from_the_command_line():
     for name, method in methods.METHODS.items():
         for key, spec in method.keys.items():
             text = _changed_value(key, spec)
-            config = _config(name, (f"loss.{key}", text))
+            stage = (("dataset.sampler", "class_balanced"),) if method.second_stage else ()
+            config = _config(name, (f"loss.{key}", text), *stage)
             value = config.loss[key]
             expected = schema.parse_value(text, spec.default, key)
             assert value == (tuple(expected) if isinstance(expected, tuple) else expected), (name, key)

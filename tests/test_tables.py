@@ -17,7 +17,8 @@ def get_table():
         overrides={"num_epochs": 2, "progress_bar": False},
         rows=(Row("CE", {"name": "ce"}), Row("LA", {"name": "la", "tau": 0.5}, paper={"top1_accuracy": 43.89},
                                                source="Menon et al."),
-              Row("LDAM-DRW", {"name": "ldam_drw"})),
+              Row("LDAM-DRW", {"name": "ldam_drw"}),
+              Row("CE + cRT", {"name": "crt"}, overrides={"dataset.sampler": "class_balanced"}, after="CE")),
         seeds=(0, 1),
     )
 '''
@@ -29,7 +30,8 @@ def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path,
     arguments = [str(spec), "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     assert table_main.main(arguments) == 0
     table = json.loads((tmp_path / "out" / "table.json").read_text())
-    assert table["groups"] == 2  # CE and LA share the linear head; LDAM-DRW trains on its own (normed) head
+    # CE and LA share the linear head; LDAM-DRW trains on its own (normed) head; cRT after CE, from its cells.
+    assert table["groups"] == 3
     rows = {row["label"]: row for row in table["rows"]}
     for label, row in rows.items():
         top1 = [cell["metrics"]["top1_accuracy"] for cell in row["cells"]]
@@ -37,8 +39,12 @@ def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path,
         np.testing.assert_allclose(row["metrics"]["top1_accuracy"]["std"], np.std(top1, ddof=1))
         for cell in row["cells"]:  # every cell keeps its workdir with the member's own config
             config = json.loads((tmp_path / cell["workdir"] / "config.json").read_text())
-            assert config["seed"] == cell["seed"] and config["loss"]["name"] == {"CE": "ce", "LA": "la",
-                                                                                 "LDAM-DRW": "ldam_drw"}[label]
+            assert config["seed"] == cell["seed"] and config["loss"]["name"] == {
+                "CE": "ce", "LA": "la", "LDAM-DRW": "ldam_drw", "CE + cRT": "crt"}[label]
+    crt_cells = {cell["seed"]: cell for cell in rows["CE + cRT"]["cells"]}
+    for cell in rows["CE"]["cells"]:  # each cRT cell starts from the CE cell of its seed
+        crt_config = json.loads((tmp_path / crt_cells[cell["seed"]]["workdir"] / "config.json").read_text())
+        assert crt_config["loss"]["init_from"] == cell["workdir"]
     assert rows["CE"]["gain"]["top1_accuracy"] == 0.0
     assert rows["LA"]["gain"]["top1_accuracy"] == rows["LA"]["metrics"]["top1_accuracy"]["mean"] - rows["CE"][
         "metrics"]["top1_accuracy"]["mean"]
@@ -47,7 +53,7 @@ def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path,
     assert (tmp_path / "out" / "table.png").stat().st_size > 0
     capsys.readouterr()
     assert table_main.main(arguments) == 0  # resumes: every group is finished
-    assert capsys.readouterr().out.count("is finished") == 2
+    assert capsys.readouterr().out.count("is finished") == 3
     assert json.loads((tmp_path / "out" / "table.json").read_text())["training_seconds"] == 0.0
 
 

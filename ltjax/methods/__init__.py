@@ -8,7 +8,7 @@
 `ltjax-methods` lists them on the command line; `ltjax-methods ffds` shows one method's keys.
 """
 from ltjax.configs.keys import ConfigError, nearest
-from ltjax.methods.base import Hooks, Inputs, Method, Objective, PerExample, Phase, bind, cross_entropy
+from ltjax.methods.base import Hooks, Inputs, Method, Objective, PerExample, Phase, SecondStage, bind, cross_entropy
 from ltjax.methods.registry import METHODS
 
 
@@ -23,5 +23,5 @@ def get(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["Hooks", "Inputs", "METHODS", "Method", "Objective", "PerExample", "Phase", "bind", "cross_entropy",
-           "get", "names"]
+__all__ = ["Hooks", "Inputs", "METHODS", "Method", "Objective", "PerExample", "Phase", "SecondStage", "bind",
+           "cross_entropy", "get", "names"]

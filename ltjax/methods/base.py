@@ -93,6 +93,25 @@ def cross_entropy(inputs: Inputs) -> PerExample:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecondStage:
+    """What makes a method a second stage, trained from a first-stage run (decoupled training, Kang et al. 2020).
+
+    The run named by the method's `init_from` key provides every model parameter and BatchNorm statistic except
+    those under `fresh`, which start from this run's initialisation; only the parameters under `trains` are updated
+    (the others get no gradient step and no weight decay).
+
+    Attributes:
+      trains: parameter paths that train, e.g. `("model/head",)`.
+      fresh: parameter paths initialised anew instead of loaded (cRT's classifier, LWS's scales).
+      requires: other config values the stage needs, dotted keys (e.g. class-balanced sampling).
+    """
+
+    trains: tuple[str, ...]
+    fresh: tuple[str, ...]
+    requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     """A long-tail method as a researcher compares it.
 
@@ -106,6 +125,7 @@ class Method:
       init_state: `(stats, hp) -> state`; None: no state.
       init_params: `(stats, hp, key) -> params` trained with the model; None: none.
       end_epoch: `state -> state` at each epoch's end, jitted; None: nothing.
+      second_stage: set for a method that starts from a trained run (its keys then include `init_from`).
       notes: what a user should know (differences from the reference, recipe caveats).
     """
 
@@ -118,6 +138,7 @@ class Method:
     init_state: Callable | None = None
     init_params: Callable | None = None
     end_epoch: Callable | None = None
+    second_stage: SecondStage | None = None
     notes: str = ""
 
     def __post_init__(self):
@@ -127,6 +148,8 @@ class Method:
         for start in starts[1:]:
             if start not in self.keys or self.keys[start].kind != "epoch":
                 raise ValueError(f"method {self.name}: phase start {start!r} must be one of its epoch keys")
+        if self.second_stage is not None and "init_from" not in self.keys:
+            raise ValueError(f"method {self.name}: a second stage names its first stage with an init_from key")
 
 
 @dataclasses.dataclass(frozen=True)

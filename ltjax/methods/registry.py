@@ -14,7 +14,7 @@ from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NOR
 from ltjax.losses.cross_entropy import CLASS_BALANCED_LOSS_TYPES
 from ltjax.losses.influence import INFLUENCE_BALANCED_VARIANTS
 from ltjax.losses.similarity_window import SIMILARITY_KERNELS
-from ltjax.methods.base import Inputs, Method, PerExample, Phase, cross_entropy
+from ltjax.methods.base import Inputs, Method, PerExample, Phase, SecondStage, cross_entropy
 from ltjax.schedules import drw_class_weights
 
 
@@ -279,8 +279,35 @@ DYSWRM = Method(
     notes=SWRM.notes,
 )
 
+# --- second stages: decoupled classifier training from a first-stage run (Kang et al., ICLR 2020) ---------------
+
+_INIT_FROM = Key("", "workdir of the first-stage run to start from (an ensemble member: <workdir>/members/<k>)")
+_CLASS_BALANCED = {"dataset.sampler": "class_balanced"}
+
+CLASSIFIER_RETRAINING = Method(
+    name="crt",
+    summary="classifier re-training (cRT, Kang et al., ICLR 2020): a first stage's backbone, frozen; its classifier "
+            "re-initialised and trained with CE on class-balanced batches",
+    keys={"init_from": _INIT_FROM},
+    phases=(Phase("cRT", cross_entropy),),
+    second_stage=SecondStage(trains=("model/head",), fresh=("model/head",), requires=_CLASS_BALANCED),
+    notes="As the reference, the frozen backbone's BatchNorm runs in training mode, so its statistics follow the "
+          "class-balanced batches.",
+)
+
+LEARNABLE_WEIGHT_SCALING = Method(
+    name="lws",
+    summary="learnable weight scaling (LWS, Kang et al., ICLR 2020): a first stage's backbone and linear classifier, "
+            "frozen; a scale per class trained with CE on class-balanced batches",
+    keys={"init_from": _INIT_FROM},
+    phases=(Phase("LWS", cross_entropy),),
+    head="scaled_linear",
+    second_stage=SecondStage(trains=("model/head/scales",), fresh=("model/head/scales",), requires=_CLASS_BALANCED),
+    notes=CLASSIFIER_RETRAINING.notes,
+)
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (CE, FOCAL, CLASS_BALANCED, LDAM_DRW, INFLUENCE_BALANCED, FFDS, KPS, IIF, LOGIT_ADJUSTED,
-                   BALANCED_SOFTMAX, SWRM, DYSWRM)
+                   BALANCED_SOFTMAX, SWRM, DYSWRM, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING)
 }

@@ -52,7 +52,8 @@ def create_model(name: str, num_classes: int, head: str = "linear", **kwargs) ->
       name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet8" (its one-block-per-stage sibling), "resnet10",
         "resnet18", "resnet50" (torchvision layout).
       num_classes: C.
-      head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier).
+      head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier),
+        "scaled_linear" (linear with per-class scales, LWS).
       **kwargs: further attributes of the model class: `dtype`, `param_dtype`, `cosine_learnable_scale`,
         `batch_norm_axis_name`, and for the torchvision ResNets `small_input`.
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-HEAD_NAMES = ("linear", "normed", "cosine")
+HEAD_NAMES = ("linear", "normed", "cosine", "scaled_linear")
 
 # PyTorch's `nn.Linear` default weight init, kaiming_uniform(a=sqrt(5)), is uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 pytorch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -79,20 +79,27 @@ def unit_column_uniform_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.f
 
 
 class LinearHead(nn.Module):
-    """A plain affine classifier, `x @ W + b` (PyTorch `nn.Linear`).
+    """A plain affine classifier, `x @ W + b` (PyTorch `nn.Linear`), optionally with a learnable scale per class.
 
     The bias is always initialised as PyTorch does, uniform(-1/sqrt(D), 1/sqrt(D)); the kernel init is chosen by
     the backbone (kaiming-normal in the CIFAR ResNets, PyTorch's default uniform in the torchvision ResNets).
+
+    With `learnable_scales` (the head named "scaled_linear") the logits are `(x @ W + b) * scales`, the scales
+    starting at 1: learnable weight scaling (LWS, Kang et al., ICLR 2020; `classifier-balancing/models/
+    TauNormClassifier.py`), whose second stage trains only the scales of a first stage's linear head, loading its
+    `kernel` and `bias` under the same names.
 
     Attributes:
       num_classes: C.
       kernel_init: initialiser of the `[D, C]` kernel.
       param_dtype: dtype of the parameters.
+      learnable_scales: multiply each class's logit by a learned scale.
     """
 
     num_classes: int
     kernel_init: nn.initializers.Initializer = pytorch_linear_kernel_init
     param_dtype: Any = jnp.float32
+    learnable_scales: bool = False
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
@@ -100,7 +107,10 @@ class LinearHead(nn.Module):
         fan_in = features.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (fan_in, self.num_classes), self.param_dtype)
         bias = self.param("bias", pytorch_linear_bias_init(fan_in), (self.num_classes,), self.param_dtype)
-        return _exact_matmul(features, kernel.astype(jnp.float32)) + bias.astype(jnp.float32)
+        logits = _exact_matmul(features, kernel.astype(jnp.float32)) + bias.astype(jnp.float32)
+        if self.learnable_scales:
+            logits = logits * self.param("scales", nn.initializers.ones, (self.num_classes,), self.param_dtype)
+        return logits
 
 
 class NormedLinearHead(nn.Module):
@@ -197,6 +207,9 @@ def make_head(
         return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name="head")
     if head == "normed":
         return NormedLinearHead(num_classes, param_dtype=param_dtype, name="head")
+    if head == "scaled_linear":
+        return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, learnable_scales=True,
+                          name="head")
     if head == "cosine":
         return CosineClassifierHead(
             num_classes, learnable_scale=cosine_learnable_scale, param_dtype=param_dtype, name="head"

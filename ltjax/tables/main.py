@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = render.summarize(table, results)
     elapsed = time.perf_counter() - started
     summary["wall_seconds"] = elapsed
-    summary["fingerprint"] = run.fingerprint(table)
+    summary["fingerprint"] = results["fingerprint"]
     command = shlex.join(["ltjax-table", *(argv if argv is not None else sys.argv[1:])])
     runtime = (f"{elapsed / 60:.1f} min wall for this command ({results['seconds'] / 60:.1f} min training "
                f"{results['groups']} ensemble groups)")

@@ -9,7 +9,6 @@ resumes from its checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 import time
@@ -49,13 +48,26 @@ def _head(config: ml_collections.ConfigDict) -> str:
 
 
 def _shared(config: ml_collections.ConfigDict) -> str:
+    """What cells of one ensemble must share: the program's shape, and a second stage's trainable parameters."""
     record = json.loads(schema.to_json(config))
-    return json.dumps({key: record[key] for key in SHARED_KEYS} | {"head": _head(config)}, sort_keys=True)
+    stage = methods.get(config.loss.name).second_stage
+    return json.dumps({key: record[key] for key in SHARED_KEYS} | {"head": _head(config), "stage": repr(stage)},
+                      sort_keys=True)
 
 
 def plan_groups(table: Table, root: pathlib.Path, max_members: int) -> list[Group]:
-    """The table's cells, grouped into ensembles (see the module docstring)."""
-    cells = [Cell(row, seed, table.cell_config(row, seed)) for row in table.rows for seed in table.seeds]
+    """The table's cells, grouped into ensembles (see the module docstring); second stages' groups come last, each
+    cell starting from the first-stage cell of its seed."""
+    first = _grouped([Cell(row, seed, table.cell_config(row, seed)) for row in table.rows if row.after is None
+                      for seed in table.seeds], table, root, max_members)
+    cell_dirs = {(cell.row.label, cell.seed): str(group.member_dir(member))
+                 for group in first for member, cell in enumerate(group.cells)}
+    second = [Cell(row, seed, table.cell_config(row, seed, init_from=cell_dirs[(row.after, seed)]))
+              for row in table.rows if row.after is not None for seed in table.seeds]
+    return first + _grouped(second, table, root, max_members)
+
+
+def _grouped(cells: list[Cell], table: Table, root: pathlib.Path, max_members: int) -> list[Group]:
     by_shared: dict[str, list[Cell]] = {}
     for cell in cells:
         by_shared.setdefault(_shared(cell.config), []).append(cell)
@@ -74,7 +86,7 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
 
     Returns:
       `{"cells": [{"row", "seed", "workdir", "metrics" (percent) or "diverged"}...], "seconds": training time of the
-      groups run now, "groups": number of groups}`.
+      groups run now, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
     """
     groups = plan_groups(table, pathlib.Path(root), max_members)
     seconds = 0.0
@@ -98,10 +110,6 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
                 report = json.loads((folder / "report.json").read_text())
                 result["metrics"] = {key: None if report[key] is None else 100 * report[key] for key in METRICS}
             results.append(result)
-    return {"cells": results, "seconds": seconds, "groups": len(groups)}
-
-
-def fingerprint(table: Table) -> str:
-    """A short hash of every cell's config: two tables with equal fingerprints trained the same runs."""
-    configs = [table.cell_config(row, seed) for row in table.rows for seed in table.seeds]
-    return hashlib.sha256(schema.ensemble_fingerprint(configs).encode()).hexdigest()[:12]
+    configs = [cell.config for group in groups for cell in group.cells]
+    return {"cells": results, "seconds": seconds, "groups": len(groups),
+            "fingerprint": schema.ensemble_fingerprint(configs)[:12]}

@@ -28,6 +28,7 @@ class Row:
       overrides: other config changes of this row, dotted keys (e.g. `{"model.head": "normed"}`).
       paper: the papers' numbers for this cell, percent, keyed by `METRICS` keys (e.g. `{"top1_accuracy": 43.86}`).
       source: where the paper's numbers come from.
+      after: for a second stage (cRT, LWS), the label of the row whose cell of the same seed it starts from.
     """
 
     label: str
@@ -35,6 +36,7 @@ class Row:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     paper: Mapping[str, float] = dataclasses.field(default_factory=dict)
     source: str = ""
+    after: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +71,18 @@ class Table:
             raise ValueError(f"table {self.name}: baseline {self.baseline!r} is not a row ({labels})")
         if not self.seeds:
             raise ValueError(f"table {self.name}: give at least one seed")
+        for row in self.rows:
+            first = next((other for other in self.rows if other.label == row.after), None)
+            if row.after is not None and (first is None or first.after is not None):
+                raise ValueError(f"table {self.name}: row {row.label!r} starts after {row.after!r}, which must be a "
+                                 "first-stage row of the table")
 
-    def cell_config(self, row: Row, seed: int) -> ml_collections.ConfigDict:
-        """The resolved config of the cell (row, seed)."""
+    def cell_config(self, row: Row, seed: int, init_from: str | None = None) -> ml_collections.ConfigDict:
+        """The resolved config of the cell (row, seed); a second stage's with its first stage's workdir."""
         written = files.load_config_file(self.recipe)
         changes = {**self.overrides, **row.overrides, "seed": seed}
+        if init_from is not None:
+            changes["loss.init_from"] = init_from
         overrides = [("loss.name", row.loss["name"])]
         overrides += [(f"loss.{key}", _as_text(value)) for key, value in row.loss.items() if key != "name"]
         overrides += [(key, _as_text(value)) for key, value in changes.items()]

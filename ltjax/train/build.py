@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding
 
 from ltjax import datasets, methods
@@ -107,6 +108,12 @@ class Trainer:
         """The (first) member's config: what all members share."""
         return self.configs[0]
 
+    def method_of(self, member: int | None) -> methods.Method:
+        """The method a member (None: the single run) trains with."""
+        if member is None:
+            return self.objective.method
+        return self.objective.variants[self.objective.member_variants[member]].method
+
 
 def model_name(config: ml_collections.ConfigDict) -> str:
     return config.model.name or datasets.get(config.dataset.name).model
@@ -130,6 +137,41 @@ def _check_shared(configs: Sequence[ml_collections.ConfigDict], heads: Sequence[
     if len(set(heads)) > 1:
         raise ConfigError(f"ensemble members must share the classifier head, got {sorted(set(heads))}; group the "
                           "methods by head (linear, normed, cosine)")
+
+
+def _check_second_stage(configs: Sequence[ml_collections.ConfigDict], objectives: Sequence) -> tuple | None:
+    """The members' common second stage (None for first-stage methods), its requirements checked."""
+    stages = {repr(objective.method.second_stage): objective.method.second_stage for objective in objectives}
+    if len(stages) > 1:
+        raise ConfigError("ensemble members must train the same parameters: do not mix second stages (cRT, LWS) "
+                          "with each other or with first-stage methods")
+    stage = next(iter(stages.values()))
+    if stage is None:
+        return None
+    for config in configs:
+        method = config.loss.name
+        if not config.loss.init_from:
+            raise ConfigError(f"method {method} starts from a trained run: set --config.loss.init_from=<workdir of "
+                              "a first-stage run>")
+        for dotted, value in stage.requires.items():
+            section, key = dotted.split(".")
+            if config[section][key] != value:
+                raise ConfigError(f"method {method} trains with {dotted}={value!r}, as its reference does; add "
+                                  f"--config.{dotted}={value}")
+    return stage.trains
+
+
+def _frozen_outside(optimizer: optax.GradientTransformation, trains: tuple[str, ...]) -> optax.GradientTransformation:
+    """`optimizer` on the parameters under the `trains` paths; no update (and no weight decay) for the others."""
+
+    def labels(params):
+        return traverse_util.path_aware_map(
+            lambda path, _: "train" if any("/".join(path) == prefix or "/".join(path).startswith(prefix + "/")
+                                           for prefix in trains) else "frozen",
+            params,
+        )
+
+    return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
 
 
 def build(config: ml_collections.ConfigDict, data: DataSpec, *, devices=None) -> Trainer:
@@ -172,6 +214,9 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         else {}
     model = create_model(name, stats.num_classes, head=heads[0], dtype=jnp.dtype(config.model.dtype), **options)
     optimizer = make_optimizer(config.optimizer, data.steps_per_epoch, config.num_epochs)
+    trains = _check_second_stage(configs, objectives)
+    if trains is not None:
+        optimizer = _frozen_outside(optimizer, trains)
     objective = EnsembleObjective.of(objectives) if ensemble else objectives[0]
 
     def init_member(member: int) -> TrainState:

@@ -37,6 +37,7 @@ from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan
 from ltjax.train.checkpoint import Checkpointer
+from ltjax.train.stages import start_from_first_stage
 from ltjax.train.state import TrainState
 from ltjax.train.workdir import EpochLog, Workdir
 
@@ -234,8 +235,9 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, say
             run.member_dir(member).mkdir(parents=True, exist_ok=True)
             if member is not None:
                 (run.member_dir(member) / "config.json").write_text(json.dumps(record, indent=1, sort_keys=True))
-        fresh = trainer.init_state()
-        state = checkpointer.restore(fresh, fingerprint, say=say) or fresh
+        state = checkpointer.restore(trainer.init_state(), fingerprint, say=say)
+        if state is None:
+            state = start_from_first_stage(trainer.init_state(), trainer, say=say)
         try:
             state = _epochs(run, state, max_steps)
         finally:

@@ -1,0 +1,87 @@
+"""Second stages start from a first stage's trained model: its backbone, BatchNorm statistics and (unless `fresh`)
+its classifier, read from the newest good checkpoint of the workdir the method's `init_from` key names."""
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from ltjax.configs.keys import ConfigError
+from ltjax.train.build import Trainer, model_name
+from ltjax.train.evaluate import TrainedRun, load_run
+from ltjax.train.state import TrainState
+
+
+def _source(init_from: str) -> tuple[pathlib.Path, int | None]:
+    """`(workdir, member)` of an `init_from` value: a run's workdir, or `<workdir>/members/<k>` of an ensemble."""
+    path = pathlib.Path(init_from)
+    if path.parent.name == "members" and path.name.isdigit():
+        return path.parent.parent, int(path.name)
+    return path, None
+
+
+def _split_keys(config) -> dict:
+    """The dataset keys that decide the images (the sampler only orders them)."""
+    return {key: value for key, value in config.dataset.to_dict().items() if key != "sampler"}
+
+
+def _check_compatible(first: TrainedRun, config, init_from: str) -> None:
+    for what, mine, theirs in [
+        ("dataset", _split_keys(config), _split_keys(first.config)),
+        ("model", (model_name(config), config.model.dtype), (model_name(first.config), first.config.model.dtype)),
+    ]:
+        if mine != theirs:
+            raise ConfigError(f"loss.init_from={init_from} trained another {what} ({theirs}) than this stage's "
+                              f"({mine}); a second stage continues its first stage's model on its data")
+
+
+def _merged(own: dict, loaded: dict, fresh: tuple[str, ...], init_from: str) -> dict:
+    """`own`'s parameters, each replaced by `loaded`'s under the same path unless it lies under a `fresh` prefix."""
+    own_flat = traverse_util.flatten_dict(own, sep="/")
+    loaded_flat = traverse_util.flatten_dict(loaded, sep="/")
+    merged = {}
+    for path, value in own_flat.items():
+        full = f"model/{path}"
+        if any(full == prefix or full.startswith(prefix + "/") for prefix in fresh):
+            merged[path] = value
+        elif path not in loaded_flat or np.shape(loaded_flat[path]) != np.shape(value):
+            raise ConfigError(
+                f"loss.init_from={init_from} has no parameter {full} of shape {np.shape(value)} (its head is "
+                f"{sorted(p for p in loaded_flat if p.startswith('head/'))}); this stage needs a first stage with a "
+                "linear head"
+            )
+        else:
+            merged[path] = loaded_flat[path]
+    return traverse_util.unflatten_dict(merged, sep="/")
+
+
+def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable[[str], None]) -> TrainState:
+    """The fresh `state` of a run whose methods are second stages, with each member's first-stage model loaded.
+
+    Raises:
+      ConfigError: `init_from` is not a trained run of the same data and backbone, or lacks the parameters the stage
+        keeps (LWS needs a linear head).
+      CheckpointError: the first stage has no good checkpoint.
+    """
+    members = [None] if trainer.members is None else list(range(trainer.members))
+    for member in members:
+        config = trainer.configs[member or 0]
+        init_from = config.loss.get("init_from", "")
+        if not init_from:
+            continue
+        fresh = trainer.method_of(member).second_stage.fresh
+        workdir, source_member = _source(init_from)
+        first = load_run(workdir, member=source_member, say=say)
+        _check_compatible(first, config, init_from)
+        own = state if member is None else jax.tree.map(lambda leaf, m=member: leaf[m], state)
+        params = {**own.params, "model": _merged(jax.device_get(own.params["model"]),
+                                                 jax.device_get(first.state.params["model"]), fresh, init_from)}
+        loaded = own.replace(params=params, batch_stats=jax.device_get(first.state.batch_stats))
+        loaded = loaded.replace(opt_state=trainer.optimizer.init(loaded.params))
+        say(f"{config.loss.name}: starting from the first stage in {init_from} (step {first.step})")
+        state = loaded if member is None else jax.tree.map(
+            lambda all_, one, m=member: all_.at[m].set(one), state, loaded)
+    return state

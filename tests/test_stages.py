@@ -1,0 +1,81 @@
+"""Decoupled second stages (cRT, LWS) as methods: they start from a first-stage run, train only what they should,
+and cRT raises the few-shot accuracy of a CE run."""
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from ltjax.configs import files, schema
+from ltjax.configs.keys import ConfigError
+from ltjax.train.evaluate import load_run
+from ltjax.train.loop import train_and_evaluate
+
+
+def config(*overrides):
+    written = files.load_config_file(files.DEFAULT_CONFIG)
+    pairs = [("progress_bar", "false"), ("dataset.imbalance_factor", "100"), *overrides]
+    return schema.apply_overrides(written, pairs)[0]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def first_stage(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("first")
+    report = train_and_evaluate(config(("num_epochs", "12")), workdir, say=quiet)
+    return workdir, report
+
+
+def _second(name: str, first, workdir, *overrides):
+    return train_and_evaluate(
+        config(("loss.name", name), ("loss.init_from", str(first)), ("dataset.sampler", "class_balanced"),
+               ("num_epochs", "6"), *overrides),
+        workdir, say=quiet)
+
+
+def _flat(tree) -> dict:
+    return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+
+
+def test_crt_retrains_only_the_classifier_and_raises_few_shot_accuracy(first_stage, tmp_path):
+    first, first_report = first_stage
+    report = _second("crt", first, tmp_path)
+    assert report["few_shot_accuracy"] > first_report["few_shot_accuracy"] + 0.03
+    before, after = load_run(first, say=quiet).state, load_run(tmp_path, say=quiet).state
+    before_params, after_params = _flat(before.params["model"]), _flat(after.params["model"])
+    for path, value in before_params.items():
+        if path.startswith("head/"):
+            assert not np.allclose(after_params[path], value), path  # re-initialised, then trained
+        else:
+            np.testing.assert_array_equal(after_params[path], value, err_msg=path)  # the frozen backbone
+
+
+def test_lws_trains_only_the_class_scales(first_stage, tmp_path):
+    first, _ = first_stage
+    _second("lws", first, tmp_path)
+    before, after = _flat(load_run(first, say=quiet).state.params["model"]), _flat(
+        load_run(tmp_path, say=quiet).state.params["model"])
+    assert set(after) == set(before) | {"head/scales"}
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+    assert not np.allclose(after["head/scales"], 1.0)
+
+
+def test_second_stages_say_what_they_need(first_stage, tmp_path):
+    first, _ = first_stage
+    with pytest.raises(ConfigError, match=r"starts from a trained run: set --config\.loss\.init_from="):
+        train_and_evaluate(config(("loss.name", "crt"), ("dataset.sampler", "class_balanced")), tmp_path, say=quiet)
+    with pytest.raises(ConfigError, match=r"trains with dataset\.sampler='class_balanced'.*add "
+                                          r"--config\.dataset\.sampler=class_balanced"):
+        train_and_evaluate(config(("loss.name", "crt"), ("loss.init_from", str(first))), tmp_path, say=quiet)
+    with pytest.raises(ConfigError, match=r"trained another dataset"):
+        _second("crt", first, tmp_path / "other", ("dataset.imbalance_factor", "10"))
+
+
+def test_lws_needs_a_linear_first_stage(tmp_path):
+    normed = tmp_path / "ldam"
+    train_and_evaluate(config(("loss.name", "ldam_drw"), ("num_epochs", "2")), normed, say=quiet)
+    with pytest.raises(ConfigError, match=r"has no parameter model/head/bias"):
+        _second("lws", normed, tmp_path / "lws")
