@@ -1,5 +1,6 @@
 """Training: one program from `build`, data-parallel agreement, one compilation across phases, the learning-rate
 recipe, exact resume, and every experiment config resolving to a runnable program."""
+import json
 import pathlib
 
 import chex
@@ -171,3 +172,52 @@ def test_phase_that_cannot_start_within_the_run_is_an_error_naming_the_key():
         small_program(("loss.name", "ldam_drw"), ("loss.drw_start", "30"))
     with pytest.raises(ConfigError, match=r"FFDS phase .* needs 2 epochs .*config\.num_epochs=1"):
         small_program(("loss.name", "ffds"), ("num_epochs", "1"))
+
+
+def _tensorboard_scalars(folder: pathlib.Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalar events of a folder's TensorBoard files (TFRecord framing: length, its CRC, data, data's CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_tensorboard_events_beside_the_log_hold_every_epoch(tmp_path):
+    train_and_evaluate(digits_config(("num_epochs", "3")), tmp_path, say=lambda _: None)
+    scalars = _tensorboard_scalars(tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [step for step, _ in scalars["train_loss"]] == [0, 1, 2]
+    np.testing.assert_allclose([value for _, value in scalars["train_loss"]], [r["train_loss"] for r in log],
+                               rtol=1e-6)
+    assert [value for _, value in scalars["validation/few_shot_accuracy"]] == pytest.approx(
+        [r["validation"]["few_shot_accuracy"] for r in log])
+    assert "gap/few" in scalars
+
+
+def test_a_run_is_extended_only_when_asked_and_only_in_length(tmp_path):
+    train_and_evaluate(digits_config(("num_epochs", "2")), tmp_path, say=lambda _: None)
+    with pytest.raises(ConfigError, match=r"(?s)num_epochs: 2 -> 3.*add --extend"):
+        train_and_evaluate(digits_config(("num_epochs", "3")), tmp_path, say=lambda _: None)
+    with pytest.raises(ConfigError, match=r"another config"):
+        train_and_evaluate(digits_config(("num_epochs", "3"), ("optimizer.learning_rate", "0.2")), tmp_path,
+                           extend=True, say=lambda _: None)
+    with pytest.raises(ConfigError, match=r"another config"):
+        train_and_evaluate(digits_config(("num_epochs", "1")), tmp_path, extend=True, say=lambda _: None)
+    said = []
+    report = train_and_evaluate(digits_config(("num_epochs", "4")), tmp_path, extend=True, say=said.append)
+    assert report is not None and any("extending the run from 2 to 4 epochs" in line for line in said)
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
+    sessions = json.loads((tmp_path / "provenance.json").read_text())["sessions"]
+    assert sessions[-1]["extended"] == {"from_epochs": 2, "to_epochs": 4}
+    assert json.loads((tmp_path / "config.json").read_text())["num_epochs"] == 4

@@ -116,8 +116,8 @@ class Checkpointer:
         return restored["state"], record
 
     def restore(
-        self, target: TrainState, fingerprint: str, *, say: Callable[[str], None] = print, step: int | None = None,
-        read_only: bool = False,
+        self, target: TrainState, fingerprint: str | tuple[str, ...], *, say: Callable[[str], None] = print,
+        step: int | None = None, read_only: bool = False,
     ) -> TrainState | None:
         """The newest good checkpoint restored into the structure of `target`; None when there is none at all.
 
@@ -126,7 +126,8 @@ class Checkpointer:
 
         Args:
           target: a state with the structure, shapes and dtypes to restore into.
-          fingerprint: the run's config fingerprint, which the checkpoint must carry.
+          fingerprint: the run's config fingerprint, which the checkpoint must carry (or several accepted ones: a
+            lengthened run resumes the checkpoints of its shorter self).
           say: where notes about damaged steps go.
           step: restore this step only (None: the newest good one).
           read_only: report damaged steps without moving them (an evaluation must not change the workdir).
@@ -155,7 +156,7 @@ class Checkpointer:
                     self._manager.reload()
                 say(f"checkpoint step {step} is damaged: {fault}; moved it to {aside} and trying the previous one")
                 continue
-            if record.get("fingerprint") != fingerprint:
+            if record.get("fingerprint") not in ((fingerprint,) if isinstance(fingerprint, str) else fingerprint):
                 raise CheckpointError(
                     f"checkpoint {step_dir} was written by a run with a different config; resuming it with this "
                     "config would reproduce neither run. Use the config it was written with (its JSON is in the "

@@ -17,6 +17,7 @@ plots.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -171,7 +172,7 @@ class _Run:
 
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, max_steps: int | None = None,
-    say: Callable[[str], None] = print,
+    extend: bool = False, say: Callable[[str], None] = print,
 ) -> dict | None:
     """Trains and evaluates as `config` says, recording the run in `workdir` and resuming from it.
 
@@ -180,6 +181,8 @@ def train_and_evaluate(
       workdir: the run's folder (see `ltjax.train.workdir`).
       max_steps: stop (with a checkpoint) once the global step reaches this, e.g. to fit a time slot; running
         again resumes. None trains to the end.
+      extend: continue the workdir's (finished or not) run into the longer `config.num_epochs`; its epoch specs
+        (phase starts, learning-rate milestones) follow the new length. Only `num_epochs` may differ.
       say: where the plan and the notes about damaged checkpoints go.
 
     Returns:
@@ -192,7 +195,7 @@ def train_and_evaluate(
       CheckpointError: the workdir has checkpoints but none is good.
       NonFiniteError: the run diverged.
     """
-    reports = _train([config], workdir, ensemble=False, max_steps=max_steps, say=say)
+    reports = _train([config], workdir, ensemble=False, max_steps=max_steps, extend=extend, say=say)
     return None if reports is None else reports[0]
 
 
@@ -205,10 +208,18 @@ def train_ensemble(
     Returns:
       One report per member (None for a member that diverged), or None when stopped by `max_steps`.
     """
-    return _train(list(configs), workdir, ensemble=True, max_steps=max_steps, say=say)
+    return _train(list(configs), workdir, ensemble=True, max_steps=max_steps, extend=False, say=say)
 
 
-def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, say) -> list[dict | None] | None:
+def _fingerprint_of(record: dict) -> str:
+    """The fingerprint of a workdir's config record (an ensemble's: of its members)."""
+    if "members" in record:
+        return schema.ensemble_fingerprint([ml_collections.ConfigDict(member) for member in record["members"]])
+    return schema.fingerprint(ml_collections.ConfigDict(record))
+
+
+def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, extend: bool,
+           say) -> list[dict | None] | None:
     configs = [schema.resolve(config) for config in configs]
     config = configs[0]
     folder = Workdir(workdir)
@@ -223,10 +234,14 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, say
         trainer = (build_ensemble(configs, spec, devices=_devices(config)) if ensemble
                    else build(config, spec, devices=_devices(config)))
         records = [json.loads(schema.to_json(member)) for member in configs]
-        folder.check_config({"members": records} if ensemble else records[0])
+        previous = folder.check_config({"members": records} if ensemble else records[0], extend=extend)
         folder.record_manifests(data.manifests)
-        folder.record_session(trainer.plan, trainer.devices)
+        folder.record_session(trainer.plan, trainer.devices,
+                              extended_from=None if previous is None else previous["num_epochs"])
         say(format_plan(trainer.plan))
+        if previous is not None:
+            say(f"extending the run from {previous['num_epochs']} to {config.num_epochs} epochs; its phases and "
+                "learning-rate milestones follow the new length")
         fingerprint = schema.fingerprint(config) if not ensemble else schema.ensemble_fingerprint(configs)
         checkpointer = Checkpointer(folder.checkpoints, max_to_keep=config.keep_checkpoints)
         run = _Run(trainer, data, pipelines, folder, checkpointer, {"fingerprint": fingerprint, "config": records},
@@ -235,7 +250,8 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, say
             run.member_dir(member).mkdir(parents=True, exist_ok=True)
             if member is not None:
                 (run.member_dir(member) / "config.json").write_text(json.dumps(record, indent=1, sort_keys=True))
-        state = checkpointer.restore(trainer.init_state(), fingerprint, say=say)
+        accepted = (fingerprint,) if previous is None else (fingerprint, _fingerprint_of(previous))
+        state = checkpointer.restore(trainer.init_state(), accepted, say=say)
         if state is None:
             state = start_from_first_stage(trainer.init_state(), trainer, say=say)
         try:
@@ -246,10 +262,17 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, say
 
 
 def _epochs(run: _Run, state: TrainState, max_steps: int | None) -> TrainState | None:
+    start_epoch, start_step = divmod(int(np.ravel(jax.device_get(state.step))[0]), run.steps_per_epoch)
+    with contextlib.ExitStack() as stack:
+        logs = {member: stack.enter_context(EpochLog(run.member_dir(member) / "log.jsonl", start_epoch))
+                for member in run.members}
+        return _train_epochs(run, state, max_steps, logs, start_epoch, start_step)
+
+
+def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, logs: dict[int | None, EpochLog],
+                  start_epoch: int, start_step: int) -> TrainState | None:
     trainer, config = run.trainer, run.trainer.config
     steps_per_epoch = run.steps_per_epoch
-    start_epoch, start_step = divmod(int(state.step if trainer.members is None else state.step[0]), steps_per_epoch)
-    logs = {member: EpochLog(run.member_dir(member) / "log.jsonl", start_epoch) for member in run.members}
     for epoch in range(start_epoch, config.num_epochs):
         first_step = start_step if epoch == start_epoch else 0
         if first_step == 0:

@@ -4,6 +4,7 @@
     ltjax-train --config.loss.name=ffds                    # any method: `ltjax-methods` lists them and their keys
     ltjax-train --config experiments/configs/ffds.py:cifar100-if100 --config.num_epochs=20
     ltjax-train --plan --config.loss.name=ldam_drw         # print the resolved config and plan, train nothing
+    ltjax-train --workdir DIR --config.num_epochs=50 --extend   # continue DIR's run into a longer schedule
 
 Every key of the resolved config can be set with `--config.<key>=<value>`; an unknown key is an error that names the
 nearest valid one. The default workdir, `runs/<method>-<dataset>-if<IF>-seed<seed>-<config hash>`, differs for every
@@ -25,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltjax-train", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-        usage="ltjax-train [--config FILE[:ARG]] [--workdir DIR] [--max_steps N] [--plan] [--config.KEY=VALUE ...]",
+        usage="ltjax-train [--config FILE[:ARG]] [--workdir DIR] [--max_steps N] [--plan] [--extend] "
+              "[--config.KEY=VALUE ...]",
         epilog=(
             f"methods (--config.loss.name): {', '.join(methods.names())}\n"
             f"datasets (--config.dataset.name): {', '.join(datasets.DATASETS)}\n"
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="the run's folder (default: runs/<method>-<dataset>-...-<config hash>)")
     parser.add_argument("--max_steps", type=int, help="stop with a checkpoint at this global step; rerun to resume")
     parser.add_argument("--plan", action="store_true", help="print the resolved config and the plan, then exit")
+    parser.add_argument("--extend", action="store_true",
+                        help="continue --workdir's run into a longer --config.num_epochs (milestones follow it)")
     return parser
 
 
@@ -62,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         from ltjax.train.loop import train_and_evaluate
         from ltjax.train.workdir import default_name
 
+        if arguments.extend and not arguments.workdir:
+            raise ConfigError("--extend continues an existing run: name it with --workdir")
         workdir = pathlib.Path(arguments.workdir or pathlib.Path("runs") / default_name(config))
-        report = train_and_evaluate(config, workdir, max_steps=arguments.max_steps)
+        report = train_and_evaluate(config, workdir, max_steps=arguments.max_steps, extend=arguments.extend)
     except _user_errors() as error:
         print(f"ltjax-train: error: {error}", file=sys.stderr)
         return 1

@@ -110,25 +110,43 @@ class Workdir:
                 handle.seek(0)
                 handle.truncate()
 
-    def check_config(self, record: dict) -> None:
+    def check_config(self, record: dict, *, extend: bool = False) -> dict | None:
         """Writes `config.json` (the resolved config's JSON record, or an ensemble's `{"members": [...]}`), or checks
         that a resumed run computes the same thing as the run that started here.
 
+        Args:
+          record: the run's config record.
+          extend: allow the record to differ from the workdir's in a longer `num_epochs` only (continuing a run
+            into a longer schedule, whose milestones then follow the new length).
+
+        Returns:
+          The workdir's previous record when `extend` lengthened the run, else None.
+
         Raises:
-          ConfigError: the workdir holds a run with another config; the message lists the differing keys.
+          ConfigError: the workdir holds a run with another config (the message lists the differing keys), or
+            `extend` with a shorter run or other changes.
         """
         path = self.path / "config.json"
         text = json.dumps(record, indent=1, sort_keys=True)
+        previous = None
         if path.exists():
             recorded = json.loads(path.read_text())
             changes = schema.differences(recorded, record)
-            if changes:
+            lengthened = _length(record) > _length(recorded) and not schema.differences(
+                _without_length(recorded), _without_length(record))
+            if extend and lengthened:
+                previous = recorded
+            elif changes:
+                hint = ("\nTo continue this run into a longer schedule, add --extend (only num_epochs may grow)."
+                        if lengthened else "")
                 raise ConfigError(
                     f"workdir {self.path} holds a run with another config, so resuming it would reproduce neither "
                     "run. Changed keys (workdir -> now):\n  " + "\n  ".join(changes) +
                     "\nUse the workdir's config, or another --workdir (the default name differs for every config)."
+                    + hint
                 )
         path.write_text(text + "\n")
+        return previous
 
     def record_manifests(self, manifests: Mapping[str, SplitManifest]) -> None:
         """Writes each split's manifest, or checks that a resumed run reads the same images.
@@ -151,12 +169,15 @@ class Workdir:
             else:
                 manifest.to_json(path)
 
-    def record_session(self, plan: dict, devices) -> None:
-        """Appends this session (command, versions, devices, time) to `provenance.json` and writes `plan.json`."""
+    def record_session(self, plan: dict, devices, *, extended_from: int | None = None) -> None:
+        """Appends this session (command, versions, devices, time, and a lengthening of the run) to
+        `provenance.json` and writes `plan.json`."""
         (self.path / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
         path = self.path / "provenance.json"
         sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
         sessions.append({
+            **({"extended": {"from_epochs": extended_from, "to_epochs": plan["num_epochs"]}}
+               if extended_from is not None else {}),
             "started": _now(),
             "command": sys.argv,
             "cwd": os.getcwd(),
@@ -170,22 +191,56 @@ class Workdir:
         path.write_text(json.dumps({"sessions": sessions}, indent=1) + "\n")
 
 
+def _length(record: dict) -> int:
+    """The run length of a config record (an ensemble's members share it)."""
+    return record["members"][0]["num_epochs"] if "members" in record else record["num_epochs"]
+
+
+def _without_length(record: dict) -> dict:
+    if "members" in record:
+        return {"members": [_without_length(member) for member in record["members"]]}
+    return {key: value for key, value in record.items() if key != "num_epochs"}
+
+
 class EpochLog:
-    """`log.jsonl`, one line per finished epoch. Opening it at a resumed run's first epoch drops the lines of that
-    epoch and later ones (written before an interruption, then recomputed), so every epoch has exactly one line."""
+    """`log.jsonl`, one line per finished epoch, and the same numbers as TensorBoard events in the same folder.
+
+    Opening it at a resumed run's first epoch drops the lines (and purges the events) of that epoch and later ones,
+    written before an interruption and then recomputed, so every epoch appears exactly once. Events are written by
+    tensorboardX's `SummaryWriter`, so `tensorboard --logdir runs/` shows every run and ensemble member.
+    """
 
     def __init__(self, path: pathlib.Path, start_epoch: int):
+        from tensorboardX import SummaryWriter
+
         self.path = path
         if path.exists():
             kept = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line)["epoch"] < start_epoch]
             path.write_text("".join(line + "\n" for line in kept))
+        self._events = SummaryWriter(str(path.parent), purge_step=start_epoch, flush_secs=30)
 
     def append(self, record: dict) -> None:
         with self.path.open("a") as log:
             log.write(json.dumps(record) + "\n")
             log.flush()
             os.fsync(log.fileno())
+        self.scalars(record, step=record["epoch"])
+
+    def scalars(self, record: dict, *, step: int, prefix: str = "") -> None:
+        """Writes a record's numbers as TensorBoard scalars, nested keys joined by '/'."""
+        for key, value in record.items():
+            if isinstance(value, dict):
+                self.scalars(value, step=step, prefix=f"{prefix}{key}/")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                self._events.add_scalar(f"{prefix}{key}", value, step)
+        self._events.flush()
+
+    def __enter__(self) -> "EpochLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._events.close()
 
 
 def _now() -> str:
