@@ -98,6 +98,12 @@ def _resume(workdir: pathlib.Path, epochs: int = 2) -> tuple[dict, list[str]]:
     return report, said
 
 
+# Restoring a deliberately damaged checkpoint leaves orbax's pending array reads unawaited when it raises; these
+# tests check what the user sees, not orbax's internals.
+ORBAX_PENDING_READS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@ORBAX_PENDING_READS
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(tmp_path, damage, capfd):
     workdir, _ = _trained_workdir(tmp_path)  # checkpoints at steps 7 and 14, the run finished
@@ -122,6 +128,7 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(
     assert "orbax" not in err.lower() and len(err.splitlines()) < 5, err  # no orbax log noise on the terminal
 
 
+@ORBAX_PENDING_READS
 def test_with_every_checkpoint_damaged_the_run_stops_naming_them(tmp_path):
     workdir, _ = _trained_workdir(tmp_path)
     for step in (7, 14):
