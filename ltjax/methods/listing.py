@@ -19,10 +19,11 @@ def _phases(method: Method) -> str:
 def overview() -> str:
     """One line per method."""
     width = max(map(len, METHODS))
-    lines = [f"{'method':<{width}}  {'head':<7}  phases / summary"]
+    heads = max(len(method.head) for method in METHODS.values())
+    lines = [f"{'method':<{width}}  {'head':<{heads}}  phases / summary"]
     for name, method in METHODS.items():
-        lines.append(f"{name:<{width}}  {method.head:<7}  {_phases(method)}")
-        lines.append(f"{'':<{width}}  {'':<7}  {method.summary}")
+        lines.append(f"{name:<{width}}  {method.head:<{heads}}  {_phases(method)}")
+        lines.append(f"{'':<{width}}  {'':<{heads}}  {method.summary}")
     lines.append("\nltjax-methods NAME shows a method's keys; set them with --config.loss.<key>=<value>.")
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ def summarize(table: Table, results: dict) -> dict:
             "overrides": dict(row.overrides),
             "paper": dict(row.paper),
             "source": row.source,
+            "recipe": row.recipe,
             "cells": cells,
             "diverged": len(cells) - len(finished),
             "metrics": {key: _stats([cell["metrics"][key] for cell in finished]) for key in METRICS},

@@ -24,11 +24,12 @@ class Row:
 
     Attributes:
       label: the row's name in the table (e.g. "LDAM-DRW").
-      loss: the `loss` section: `{"name": method, key: value, ...}`.
+      loss: the `loss` section: `{"name": method, key: value, ...}`; empty: the recipe's own.
       overrides: other config changes of this row, dotted keys (e.g. `{"model.head": "normed"}`).
       paper: the papers' numbers for this cell, percent, keyed by `METRICS` keys (e.g. `{"top1_accuracy": 43.86}`).
       source: where the paper's numbers come from.
       after: for a second stage (cRT, LWS), the label of the row whose cell of the same seed it starts from.
+      recipe: this row's own config file (`path[:argument]`), e.g. the method's reference recipe; None: the table's.
     """
 
     label: str
@@ -37,6 +38,7 @@ class Row:
     paper: Mapping[str, float] = dataclasses.field(default_factory=dict)
     source: str = ""
     after: str | None = None
+    recipe: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +81,11 @@ class Table:
 
     def cell_config(self, row: Row, seed: int, init_from: str | None = None) -> ml_collections.ConfigDict:
         """The resolved config of the cell (row, seed); a second stage's with its first stage's workdir."""
-        written = files.load_config_file(self.recipe)
+        written = files.load_config_file(row.recipe or self.recipe)
         changes = {**self.overrides, **row.overrides, "seed": seed}
         if init_from is not None:
             changes["loss.init_from"] = init_from
-        overrides = [("loss.name", row.loss["name"])]
+        overrides = [("loss.name", row.loss["name"])] if row.loss else []
         overrides += [(f"loss.{key}", _as_text(value)) for key, value in row.loss.items() if key != "name"]
         overrides += [(key, _as_text(value)) for key, value in changes.items()]
         return schema.apply_overrides(written, overrides)[0]
