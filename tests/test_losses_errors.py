@@ -1,6 +1,7 @@
 """Bad input fails at trace time with a message naming the argument."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from ltjax.testing import make_problem
@@ -63,8 +64,24 @@ def test_mismatched_per_class_and_per_example_shapes(call, message):
     ],
 )
 def test_counts_with_zeros_are_rejected(call):
-    with pytest.raises(ValueError, match=r"class_counts must be positive for every class; classes \[2\] have \[0\]"):
+    with pytest.raises(ValueError, match=r"class_counts must be finite and positive for every class; classes \[2\] "
+                                         r"have \[0\]"):
         call(jnp.array([50, 10, 0, 4, 2]))
+    with pytest.raises(ValueError, match=r"classes \[1\] have \[inf\]"):
+        call(jnp.array([50.0, jnp.inf, 3.0, 4.0, 2.0]))
+
+
+@pytest.mark.parametrize("bad", [0.0, jnp.inf, -3.0, jnp.nan])
+def test_invalid_traced_counts_raise_under_jit(bad):
+    """Counts passed into jit (or swept under vmap) are tracers: checked when the computation runs, not skipped."""
+    loss = jax.jit(lambda counts: losses.balanced_softmax_loss(P.logits, P.labels, class_counts=counts))
+    good = jnp.asarray(P.counts, jnp.float32)
+    assert np.all(np.isfinite(loss(good)))
+    with pytest.raises(Exception, match=r"class_counts must be finite and positive for every class; classes \[2\]"):
+        jax.block_until_ready(loss(good.at[2].set(bad)))
+    swept = jax.vmap(lambda counts: losses.class_balanced_weights(counts))
+    with pytest.raises(Exception, match=r"class_counts must be finite and positive"):
+        jax.block_until_ready(swept(jnp.stack([good, good.at[2].set(bad)])))
 
 
 def test_window_larger_than_the_number_of_classes():

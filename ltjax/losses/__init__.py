@@ -1,8 +1,21 @@
 """Long-tail losses: pure, jit/vmap/grad-safe functions returning per-example values.
 
-Every loss takes logits `[..., C]` (float32 or bfloat16; the math runs in float32) and integer labels `[...]`,
-per-class data as arrays, hyper-parameters as keyword arguments, and returns float32 losses `[...]`. Reduce them
-with `reduction.mean` or `reduction.weighted_mean`. A label outside [0, C) yields NaN for its example.
+Every loss takes floating logits `[..., C]` and integer labels `[...]`, per-class data as arrays, hyper-parameters as
+keyword arguments, and returns per-example losses `[...]`. Reduce them with `reduction.mean` or
+`reduction.weighted_mean`. A label outside [0, C) yields NaN for its example.
+
+The dtype rule, for every loss and helper: the math runs in `promote(float32, input dtype)` and the output has that
+dtype. For a loss the input is the logits: bfloat16, float16 and float32 logits compute in float32, float64 logits
+(with `jax_enable_x64`) in float64, and the per-class inputs and hyper-parameters are cast to that dtype. For a
+per-class helper (`class_balanced_weights`, `ldam_margins`, ...) the input is its count or coordinate vector
+(integer counts compute in float32). So a float64 prototype is checked with `jax.test_util.check_grads` at its
+default tolerances.
+
+Every hyper-parameter that is a number may be a traced array, so one compiled program can `vmap` over a sweep of it
+(range checks then apply only to concrete values). Options that pick a code path stay static Python values:
+`loss_type`, `variant`, `focus_form`, `normalization`/`weight_normalization`, `kernel`, `window_size`, `norm_order`,
+and the `stop_gradient_*` flags. Counts are checked for finite, positive values at trace time when concrete and at
+run time when traced.
 """
 from ltjax.losses.class_vectors import (
     class_balanced_weights,

@@ -1,11 +1,13 @@
 """Trace-time input checks shared by every loss and per-class helper.
 
-Shapes and dtypes are static under `jit`, so they are checked on every call. Values (counts must be positive) are
-checked only when the array is concrete: inside `jit` or `vmap` they are tracers and cannot be inspected, which is
-why `ClassStats.from_counts` checks counts once, eagerly, before training starts.
+Shapes and dtypes are static under `jit`, so they are checked on every call. Values are checked when the array is
+concrete; hyper-parameters that are traced (inside `jit` or `vmap`) cannot be inspected and are not, while traced
+counts are checked at run time (`check_counts`), because a zero or infinite count would otherwise turn every loss
+into NaN or inf without a word.
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 import jax
@@ -18,7 +20,7 @@ def check_logits_and_labels(logits: jax.Array, labels: jax.Array, *, logits_name
     if logits.ndim < 1:
         raise ValueError(f"{logits_name} must have a trailing class axis [..., C], got a scalar")
     if not jnp.issubdtype(logits.dtype, jnp.floating):
-        raise ValueError(f"{logits_name} must be floating point (float32 or bfloat16), got {logits.dtype}")
+        raise ValueError(f"{logits_name} must be floating point (bfloat16, float32, float64), got {logits.dtype}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(
             f"labels must be integer class indices, got dtype {labels.dtype}; convert one-hot targets with argmax"
@@ -43,20 +45,45 @@ def check_same_batch_shape(values: jax.Array, labels: jax.Array, name: str) -> N
         raise ValueError(f"{name} must have the labels' shape {labels.shape}, got {jnp.shape(values)}")
 
 
+def _raise_if_invalid_counts(counts, *, name: str) -> None:
+    counts = np.asarray(counts)
+    valid = np.isfinite(counts) & (counts > 0)
+    if not np.all(valid):
+        bad = np.flatnonzero(~valid).tolist()
+        raise ValueError(
+            f"{name} must be finite and positive for every class; classes {bad[:10]}{'...' if len(bad) > 10 else ''} "
+            f"have {counts[bad[:10]].tolist()}. Drop classes with no training examples, or give them a count "
+            "of at least 1, before computing per-class statistics"
+        )
+
+
 def check_counts(class_counts: jax.Array, name: str = "class_counts") -> None:
-    """Checks a count vector's shape, and its values when they are concrete: every class needs >= 1 example."""
+    """Checks a count vector's shape, and its values: every class needs a finite count >= 1 example.
+
+    Concrete counts (the usual case: constants of the step) are checked here, at trace time. Traced counts (passed
+    into `jit`, or swept under `vmap`) are checked when the computation runs, by a host callback that raises the
+    same ValueError, so an invalid count is an error there too, never a silent NaN or inf.
+    """
     if jnp.ndim(class_counts) != 1 or jnp.shape(class_counts)[0] < 1:
         raise ValueError(f"{name} must be a non-empty 1-D vector [C], got shape {jnp.shape(class_counts)}")
     if isinstance(class_counts, jax.core.Tracer):
+        jax.debug.callback(functools.partial(_raise_if_invalid_counts, name=name), class_counts)
         return
-    counts = np.asarray(class_counts)
-    if not np.all(counts > 0):
-        empty = np.flatnonzero(~(counts > 0)).tolist()
-        raise ValueError(
-            f"{name} must be positive for every class; classes {empty[:10]}{'...' if len(empty) > 10 else ''} "
-            f"have {counts[empty[:10]].tolist()}. Drop classes with no training examples, or give them a count "
-            "of at least 1, before computing per-class statistics"
-        )
+    _raise_if_invalid_counts(class_counts, name=name)
+
+
+def concrete(value):
+    """A hyper-parameter's Python value, or None when it is traced (under `jit` or `vmap` its value is unknown)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value).item() if np.ndim(value) == 0 else None
+
+
+def check_range(value, low: float, high: float, name: str) -> None:
+    """Checks that a (concrete) hyper-parameter lies in [low, high]; a traced one is not checked."""
+    known = concrete(value)
+    if known is not None and not low <= known <= high:
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {known}")
 
 
 def check_choice(value: str, choices: Iterable[str], name: str) -> None:

@@ -1,4 +1,10 @@
-"""The math every loss shares: float32 log-probabilities, per-class gathers, target shifts, focal modulators.
+"""The math every loss shares: log-probabilities in the compute dtype, per-class gathers, target shifts, focal
+modulators, the precise complement of a probability.
+
+Dtypes (the rule `ltjax.losses` documents): a loss computes in `promote(float32, logits dtype)`, so bf16, f16 and
+float32 logits compute in float32 and float64 logits (with `jax_enable_x64`) in float64; `per_example_loss` casts
+the output to that dtype, and each loss casts its per-class inputs to it (`like`). A helper of per-class vectors
+computes in `promote(float32, dtype of its vector)`.
 
 Out-of-range labels: every public loss is wrapped by `per_example_loss`, which makes the loss of an example whose
 label lies outside [0, C) NaN, so it is visible rather than a plausible number computed for a wrong class. Inside,
@@ -16,25 +22,40 @@ import jax.numpy as jnp
 from ltjax.losses._checks import check_logits_and_labels
 
 
-def as_float32(x: jax.Array) -> jax.Array:
-    """Promotes bf16/f16 inputs to float32; the losses' math always runs in float32."""
-    return jnp.asarray(x).astype(jnp.float32)
+def compute_dtype(x) -> jnp.dtype:
+    """`promote(float32, dtype of x)`: float32 for bf16, f16, float32 and integer inputs, float64 for float64."""
+    dtype = jnp.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.dtype(jnp.float32)
+    return jnp.promote_types(jnp.float32, dtype)
+
+
+def as_compute(x) -> jax.Array:
+    """`x` in its compute dtype (`compute_dtype`)."""
+    x = jnp.asarray(x)
+    return x.astype(compute_dtype(x))
+
+
+def like(x, reference) -> jax.Array | None:
+    """`x` (a per-class input or hyper-parameter of a loss) in the compute dtype of `reference` (the logits)."""
+    return None if x is None else jnp.asarray(x).astype(compute_dtype(reference))
 
 
 def log_probs(logits: jax.Array) -> jax.Array:
-    """float32 log-softmax over the class axis."""
-    return jax.nn.log_softmax(as_float32(logits), axis=-1)
+    """Log-softmax over the class axis, in the logits' compute dtype."""
+    return jax.nn.log_softmax(as_compute(logits), axis=-1)
 
 
 def per_example_loss(loss_fn):
-    """Decorates a public loss `fn(logits, labels, ...)`: checks the two, and writes NaN for out-of-range labels."""
+    """Decorates a public loss `fn(logits, labels, ...)`: checks the two, writes NaN for out-of-range labels, and
+    returns the losses in the logits' compute dtype."""
     logits_name = next(iter(inspect.signature(loss_fn).parameters))
 
     @functools.wraps(loss_fn)
     def checked(logits, labels, *args, **kwargs):
         logits, labels = jnp.asarray(logits), jnp.asarray(labels)
         num_classes = check_logits_and_labels(logits, labels, logits_name=logits_name)
-        losses = loss_fn(logits, labels, *args, **kwargs)
+        losses = loss_fn(logits, labels, *args, **kwargs).astype(compute_dtype(logits))
         return jnp.where((labels >= 0) & (labels < num_classes), losses, jnp.nan)
 
     return checked
@@ -52,7 +73,7 @@ def take_true_class(values: jax.Array, labels: jax.Array) -> jax.Array:
 
 def per_example(class_vector: jax.Array, labels: jax.Array) -> jax.Array:
     """`class_vector[labels]` for a per-class vector `[C]` (labels clipped into range)."""
-    class_vector = as_float32(class_vector)
+    class_vector = as_compute(class_vector)
     return class_vector[_clip_labels(labels, class_vector.shape[0])]
 
 
@@ -74,7 +95,7 @@ def smoothed_nll(log_probs: jax.Array, labels: jax.Array, *, target_mass: float,
     """
     log_prob_true = take_true_class(log_probs, labels)
     loss = -target_mass * log_prob_true
-    if other_mass:
+    if not (isinstance(other_mass, (int, float)) and other_mass == 0):  # a traced mass may be anything
         loss = loss - other_mass * (jnp.sum(log_probs, axis=-1) - log_prob_true)
     return loss
 
@@ -93,9 +114,22 @@ def power_of_nonnegative(base: jax.Array, exponent: jax.Array | float) -> jax.Ar
     return jnp.where(positive, powered, jnp.where(jnp.asarray(exponent) == 0, 1.0, 0.0))
 
 
-def one_minus_prob(log_prob: jax.Array) -> jax.Array:
-    """`1 - exp(log_prob)` without cancellation when the probability is close to 1."""
-    return -jnp.expm1(log_prob)
+def log_complement(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """`log(1 - p_y) = log sum_{j != y} p_j`, precise when `p_y` is close to 1.
+
+    `1 - exp(log p_y)` loses `1 - p_y` to the rounding of `log p_y = z_y - logsumexp(z)` once `p_y` is near 1
+    (float32: 3% at `1 - p_y = 2e-6`); summing the other classes' probabilities keeps every digit.
+    """
+    others = jnp.where(target_mask(labels, log_probs.shape[-1]), -jnp.inf, log_probs)
+    return jax.nn.logsumexp(others, axis=-1)
+
+
+def log_prob_from_complement(log_prob_true: jax.Array, log_complement_prob: jax.Array) -> jax.Array:
+    """`log p_y`, precise also as `p_y -> 1`: then `log1p(-(1 - p_y))` from the precise complement, where
+    `z_y - logsumexp(z)` keeps none of the digits of the tiny result; below 1/2, the log-softmax itself."""
+    near_one = log_complement_prob < jnp.log(0.5)
+    safe = jnp.where(near_one, log_complement_prob, jnp.log(0.5))  # keeps the unused branch's gradient finite
+    return jnp.where(near_one, jnp.log1p(-jnp.exp(safe)), log_prob_true)
 
 
 def weight_per_example(losses: jax.Array, class_weights: jax.Array | None, labels: jax.Array) -> jax.Array:

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_choice, check_class_vector
+from ltjax.losses._checks import check_choice, check_class_vector, check_range
 from ltjax.losses.class_vectors import class_balanced_weights
 
 CLASS_BALANCED_LOSS_TYPES = ("softmax", "sigmoid", "focal")
@@ -20,12 +20,12 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothi
     .. math:: \ell = -\sum_j q_j \log p_j, \quad q = (1 - \alpha)\,\mathrm{onehot}(y) + \alpha / C
 
     Args:
-      logits: `[..., C]` float32 or bfloat16 (the math runs in float32).
+      logits: `[..., C]` floating point (see the dtype rule of `ltjax.losses`).
       labels: `[...]` integer class indices in [0, C); an out-of-range label gives NaN for that example.
-      label_smoothing: alpha in [0, 1]; 0 is plain cross-entropy.
+      label_smoothing: alpha in [0, 1]; 0 is plain cross-entropy. May be traced (then not range-checked).
 
     Returns:
-      `[...]` float32 per-example losses.
+      `[...]` per-example losses.
 
     Example:
       >>> import jax.numpy as jnp
@@ -34,8 +34,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothi
       Array([0.6931], dtype=float32)
     """
     num_classes = logits.shape[-1]
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    check_range(label_smoothing, 0.0, 1.0, "label_smoothing")
     other_mass = label_smoothing / num_classes
     return _math.smoothed_nll(
         _math.log_probs(logits), labels, target_mass=1.0 - label_smoothing + other_mass, other_mass=other_mass
@@ -59,14 +58,14 @@ def focal_loss(
     repository's detached variant. With `gamma=0` and no weights this is cross-entropy.
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point.
       labels: `[...]` integer class indices; out-of-range gives NaN.
-      gamma: focusing exponent >= 0 (scalar, or per-example `[...]`).
+      gamma: focusing exponent >= 0 (scalar, or per-example `[...]`; may be traced).
       class_weights: optional `[C]` weights `w`, e.g. from `class_balanced_weights`.
-      stop_gradient_modulator: treat `(1 - p_y)^gamma` as a constant.
+      stop_gradient_modulator: treat `(1 - p_y)^gamma` as a constant (static).
 
     Returns:
-      `[...]` float32 per-example losses.
+      `[...]` per-example losses.
 
     Differences from the reference code: the LDAM, IB and KPS repos compute `p_y = exp(-w_y CE)` from the
     *weighted* cross-entropy, i.e. `p_y ** w_y`; ltjax takes `p_y` from the unweighted log-softmax and applies
@@ -86,42 +85,57 @@ def focal_loss(
     num_classes = logits.shape[-1]
     if class_weights is not None:
         check_class_vector(class_weights, num_classes, "class_weights")
-    log_prob_true = _math.take_true_class(_math.log_probs(logits), labels)
-    modulator = _math.power_of_nonnegative(_math.one_minus_prob(log_prob_true), gamma)
+    log_probs = _math.log_probs(logits)
+    log_prob_true = _math.take_true_class(log_probs, labels)
+    one_minus_p = jnp.exp(_math.log_complement(log_probs, labels))
+    modulator = _math.power_of_nonnegative(one_minus_p, _math.like(gamma, logits))
     if stop_gradient_modulator:
         modulator = jax.lax.stop_gradient(modulator)
-    return _math.weight_per_example(-modulator * log_prob_true, class_weights, labels)
+    return _math.weight_per_example(-modulator * log_prob_true, _math.like(class_weights, logits), labels)
 
 
+def _sigmoid_bce_and_complement(signed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`softplus(-s)`, `sigmoid(-s)` and `exp(-|s|)` from one exponential, stable for any `s`."""
+    decay = jnp.exp(-jnp.abs(signed))
+    return jnp.maximum(-signed, 0.0) + jnp.log1p(decay), jnp.where(signed > 0, decay, 1.0) / (1.0 + decay), decay
+
+
+def _focal_terms(signed: jax.Array, gamma) -> tuple[jax.Array, jax.Array]:
+    """`b q^g` per element, with `b = softplus(-s)` (the BCE) and `q = sigmoid(-s)` (1 - p_t), and its derivative
+    in `s`: `-q^g (q + g b (1 - q))`, finite for every g >= 0 even where q underflows to 0. Gamma 0 is the BCE."""
+    bce, one_minus_p_t, _ = _sigmoid_bce_and_complement(signed)
+    if isinstance(gamma, (int, float)) and gamma == 0:
+        return bce, -one_minus_p_t
+    modulator = _math.power_of_nonnegative(one_minus_p_t, gamma)
+    return bce * modulator, -modulator * (one_minus_p_t + gamma * bce * (1.0 - one_minus_p_t))
+
+
+# The derivatives are written out because autodiff of the product leaves XLA several [B, C] intermediates to
+# materialise on CPU: 2.7x the time of softmax cross-entropy at C = 1000, against one fused elementwise pass with the
+# closed form. A Python-number gamma is static (integer exponents become multiplications); a traced one (a sweep
+# under vmap) is an argument with its own derivative, `b q^g log q`.
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _sigmoid_focal_terms(signed: jax.Array, gamma: float) -> jax.Array:
-    """`softplus(-s) * sigmoid(-s)**gamma` per element: sigmoid BCE times the focal modulator (gamma 0: BCE).
-
-    The derivative is written out (`_sigmoid_focal_terms_jvp`) because autodiff of the product leaves XLA several
-    [B, C] intermediates to materialise on CPU: 2.7x the time of softmax cross-entropy at C = 1000, against one fused
-    elementwise pass with the closed form.
-    """
-    bce, one_minus_p_t = _sigmoid_bce_and_complement(signed)
-    return bce if gamma == 0 else bce * _math.power_of_nonnegative(one_minus_p_t, gamma)
-
-
-def _sigmoid_bce_and_complement(signed: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`softplus(-s)` and `sigmoid(-s)` from one `exp(-|s|)`, stable for any `s`."""
-    decay = jnp.exp(-jnp.abs(signed))
-    return jnp.maximum(-signed, 0.0) + jnp.log1p(decay), jnp.where(signed > 0, decay, 1.0) / (1.0 + decay)
+    return _focal_terms(signed, gamma)[0]
 
 
 @_sigmoid_focal_terms.defjvp
 def _sigmoid_focal_terms_jvp(gamma, primals, tangents):
-    # d/ds [b q^g] with b = softplus(-s), q = sigmoid(-s), db/ds = -q, dq/ds = -q (1 - q):
-    #   -q^g (q + g b (1 - q)), finite for every g >= 0 even where q underflows to 0.
-    (signed,), (signed_dot,) = primals, tangents
-    bce, one_minus_p_t = _sigmoid_bce_and_complement(signed)
-    if gamma == 0:
-        return bce, -one_minus_p_t * signed_dot
-    modulator = _math.power_of_nonnegative(one_minus_p_t, gamma)
-    slope = -modulator * (one_minus_p_t + gamma * bce * (1.0 - one_minus_p_t))
-    return bce * modulator, slope * signed_dot
+    value, slope = _focal_terms(primals[0], gamma)
+    return value, slope * tangents[0]
+
+
+@jax.custom_jvp
+def _sigmoid_focal_terms_traced_gamma(signed: jax.Array, gamma: jax.Array) -> jax.Array:
+    return _focal_terms(signed, gamma)[0]
+
+
+@_sigmoid_focal_terms_traced_gamma.defjvp
+def _sigmoid_focal_terms_traced_gamma_jvp(primals, tangents):
+    (signed, gamma), (signed_dot, gamma_dot) = primals, tangents
+    value, slope = _focal_terms(signed, gamma)
+    log_one_minus_p_t = -(jnp.maximum(signed, 0.0) + jnp.log1p(_sigmoid_bce_and_complement(signed)[2]))
+    return value, slope * signed_dot + value * log_one_minus_p_t * gamma_dot
 
 
 @_math.per_example_loss
@@ -149,16 +163,16 @@ def class_balanced_loss(
     bias to `-log(C - 1)`.
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point.
       labels: `[...]` integer class indices; out-of-range gives NaN.
       class_counts: `[C]` training examples per class (>= 1).
-      beta: effective-number hyper-parameter; 0 gives unit weights.
-      loss_type: `"softmax"`, `"sigmoid"` or `"focal"` (sigmoid focal).
-      gamma: focusing exponent of the focal variant.
-      normalization: weight normalisation, see `normalize_class_weights` (the paper: sum to C).
+      beta: effective-number hyper-parameter; 0 gives unit weights. May be traced.
+      loss_type: `"softmax"`, `"sigmoid"` or `"focal"` (sigmoid focal); static.
+      gamma: focusing exponent of the focal variant. May be traced.
+      normalization: weight normalisation, see `normalize_class_weights` (the paper: sum to C); static.
 
     Returns:
-      `[...]` float32 per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
+      `[...]` per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
 
     Example:
       >>> import jax.numpy as jnp
@@ -176,11 +190,18 @@ def class_balanced_loss(
     num_classes = logits.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
     check_choice(loss_type, CLASS_BALANCED_LOSS_TYPES, "loss_type")
-    class_weights = class_balanced_weights(class_counts, beta=beta, normalization=normalization)
+    class_weights = class_balanced_weights(
+        _math.like(class_counts, logits), beta=_math.like(beta, logits), normalization=normalization)
     if loss_type == "softmax":
         losses = _math.cross_entropy(logits, labels)
     else:
         # `signed` is z for the target class and -z elsewhere: BCE_j = softplus(-signed_j), 1 - p_t = sigmoid(-signed).
-        signed = jnp.where(_math.target_mask(labels, num_classes), 1.0, -1.0) * _math.as_float32(logits)
-        losses = jnp.sum(_sigmoid_focal_terms(signed, gamma if loss_type == "focal" else 0.0), axis=-1)
+        signed = jnp.where(_math.target_mask(labels, num_classes), 1.0, -1.0) * _math.as_compute(logits)
+        if loss_type == "sigmoid":
+            terms = _sigmoid_focal_terms(signed, 0)
+        elif isinstance(gamma, (int, float)):
+            terms = _sigmoid_focal_terms(signed, gamma)
+        else:
+            terms = _sigmoid_focal_terms_traced_gamma(signed, _math.like(gamma, logits))
+        losses = jnp.sum(terms, axis=-1)
     return _math.weight_per_example(losses, class_weights, labels)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_class_vector
+from ltjax.losses._checks import check_class_vector, check_range, concrete
 from ltjax.losses.class_vectors import class_balanced_weights, freqfocus_gammas
 
 # The reference clamps probabilities to [EPS, 1 - EPS] before the log and before DynaSmooth.
@@ -68,7 +68,7 @@ def ffds_loss(
     epoch of a fresh DynaSmooth state) the loss is plain cross-entropy, as in the reference.
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point (the dtype rule of `ltjax.losses`).
       labels: `[...]` integer class indices; out-of-range gives NaN.
       class_counts: `[C]` training examples per class.
       class_mean_probs: `[C]` each class's group mean probability from the previous epoch
@@ -82,7 +82,7 @@ def ffds_loss(
       smoothing_strength: DynaSmooth's `k`.
 
     Returns:
-      `[...]` float32 per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
+      `[...]` per-example losses; the reference divides their sum by the batch size (`reduction.mean`).
 
     Differences from the reference code: FreqFocus uses the min/max counts rather than the first/last class (class
     order does not matter); the group statistics must be fed from training batches only (the reference also feeds
@@ -104,8 +104,12 @@ def ffds_loss(
     num_classes = logits.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
     check_class_vector(class_mean_probs, num_classes, "class_mean_probs")
-    if num_classes < 2 and label_smoothing:
+    if num_classes < 2 and concrete(label_smoothing) != 0:
         raise ValueError("FFDS label smoothing spreads epsilon over C - 1 classes and needs C >= 2")
+    check_range(label_smoothing, 0.0, 1.0, "label_smoothing")
+    counts = _math.like(class_counts, logits)
+    label_smoothing = label_smoothing if isinstance(label_smoothing, (int, float)) else _math.like(
+        label_smoothing, logits)
     log_probs = clipped_log_probs(logits)
     smoothed_ce = _math.smoothed_nll(
         log_probs,
@@ -116,14 +120,15 @@ def ffds_loss(
     true_class_probs = jax.lax.stop_gradient(jnp.exp(_math.take_true_class(log_probs, labels)))
     smoothed_probs = dynasmooth_probs(
         true_class_probs,
-        _math.per_example(class_mean_probs, labels),
-        smoothing_strength=smoothing_strength,
+        _math.per_example(_math.like(class_mean_probs, logits), labels),
+        smoothing_strength=_math.like(smoothing_strength, logits),
     )
     gammas = _math.per_example(
-        freqfocus_gammas(class_counts, gamma_min=gamma_min, gamma_max=gamma_max, form=focus_form), labels
+        freqfocus_gammas(counts, gamma_min=_math.like(gamma_min, logits), gamma_max=_math.like(gamma_max, logits),
+                         form=focus_form), labels
     )
     modulator = _math.power_of_nonnegative(1.0 - smoothed_probs, gammas)
-    class_weights = class_balanced_weights(class_counts, beta=beta, normalization=weight_normalization)
+    class_weights = class_balanced_weights(counts, beta=_math.like(beta, logits), normalization=weight_normalization)
     ffds = _math.weight_per_example(modulator * smoothed_ce, class_weights, labels)
     if isinstance(has_means, bool):
         return ffds if has_means else _math.cross_entropy(logits, labels)

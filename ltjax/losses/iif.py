@@ -13,11 +13,14 @@ def iif_logits(logits: jax.Array, *, class_counts: jax.Array, variant: str = "ra
     r"""IIF-scaled logits :math:`z \odot \mathrm{iif}`: what IIF trains on and predicts with (also post hoc, on a
     cross-entropy model's logits).
 
+    `variant` and `norm_order` pick code paths and stay static (Python values).
+
     Returns:
-      `[..., C]` float32 logits.
+      `[..., C]` logits in the logits' compute dtype.
     """
     check_class_vector(class_counts, jnp.shape(logits)[-1], "class_counts")
-    return _math.as_float32(logits) * iif_weights(class_counts, variant=variant, norm_order=norm_order)
+    counts = _math.like(class_counts, logits)
+    return _math.as_compute(logits) * iif_weights(counts, variant=variant, norm_order=norm_order)
 
 
 @_math.per_example_loss
@@ -38,7 +41,7 @@ def iif_loss(
     base10. Predict with `iif_logits` (the reference evaluates on the scaled logits).
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point (the dtype rule of `ltjax.losses`).
       labels: `[...]` integer class indices; out-of-range gives NaN.
       class_counts: `[C]` training examples per class.
       variant: one of `class_vectors.IIF_VARIANTS` (the reference's CLI default is raw; its recipes use smooth).
@@ -46,7 +49,7 @@ def iif_loss(
       class_weights: optional `[C]` weights (the reference's `--deffered` flag passes `N / n`, unnormalised).
 
     Returns:
-      `[...]` float32 per-example losses (the reference takes a plain batch mean, also with weights).
+      `[...]` per-example losses (the reference takes a plain batch mean, also with weights).
 
     Example:
       >>> import jax.numpy as jnp

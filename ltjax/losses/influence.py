@@ -3,6 +3,7 @@ boundary."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from ltjax.losses import _math
 from ltjax.losses._checks import check_choice, check_class_vector, check_same_batch_shape
@@ -37,7 +38,7 @@ def influence_balanced_loss(
     reference, nothing is detached: the gradient flows through the influence term into the logits and the features.
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point (the dtype rule of `ltjax.losses`).
       labels: `[...]` integer class indices; out-of-range gives NaN.
       feature_norms: `[...]` L1 norms of the penultimate features, `sum(abs(h), -1)`.
       class_counts: `[C]` training examples per class.
@@ -49,7 +50,7 @@ def influence_balanced_loss(
       stop_gradient_influence: treat the influence factor as a constant weight (the paper's reading).
 
     Returns:
-      `[...]` float32 per-example losses; the reference takes a plain batch mean (`reduction.mean`).
+      `[...]` per-example losses; the reference takes a plain batch mean (`reduction.mean`).
 
     Differences from the reference code: the focal variant takes `p_y` from the unweighted log-softmax (the
     reference uses `exp(-w_y CE)`), as for `focal_loss`.
@@ -70,16 +71,22 @@ def influence_balanced_loss(
     check_class_vector(class_counts, num_classes, "class_counts")
     check_same_batch_shape(feature_norms, labels, "feature_norms")
     check_choice(variant, INFLUENCE_BALANCED_VARIANTS, "variant")
-    log_prob_true = _math.take_true_class(_math.log_probs(logits), labels)
-    one_minus_p = _math.one_minus_prob(log_prob_true)
-    influence = alpha / (2.0 * one_minus_p * _math.as_float32(feature_norms) + epsilon)
+    log_probs = _math.log_probs(logits)
+    # ||p - onehot(y)||_1 = 2 (1 - p_y) from the other classes' probabilities, and CE = -log p_y from it: both keep
+    # their precision as p_y -> 1, where the influence term ~ 1 / (1 - p_y) multiplies the tiny cross-entropy.
+    log_complement = _math.log_complement(log_probs, labels)
+    one_minus_p = jnp.exp(log_complement)
+    log_prob_true = _math.log_prob_from_complement(_math.take_true_class(log_probs, labels), log_complement)
+    alpha, epsilon = _math.like(alpha, logits), _math.like(epsilon, logits)
+    influence = alpha / (2.0 * one_minus_p * _math.like(feature_norms, logits) + epsilon)
     if stop_gradient_influence:
         influence = jax.lax.stop_gradient(influence)
     losses = -log_prob_true * influence
     if variant == "ib_focal":
-        losses = losses * _math.power_of_nonnegative(one_minus_p, gamma)
+        losses = losses * _math.power_of_nonnegative(one_minus_p, _math.like(gamma, logits))
+    counts = _math.like(class_counts, logits)
     if variant == "ib_cb":
-        class_weights = class_balanced_weights(class_counts, beta=beta)
+        class_weights = class_balanced_weights(counts, beta=_math.like(beta, logits))
     else:
-        class_weights = inverse_frequency_weights(class_counts)
+        class_weights = inverse_frequency_weights(counts)
     return _math.weight_per_example(losses, class_weights, labels)

@@ -11,8 +11,9 @@ from ltjax.losses._checks import check_class_vector, check_counts
 _PRIOR_EPSILON = 1e-12
 
 
-def _log_adjustments(class_priors: jax.Array, tau: float) -> jax.Array:
-    return jnp.log(_math.as_float32(class_priors) ** tau + _PRIOR_EPSILON)
+def _log_adjustments(class_priors: jax.Array, tau: float, logits: jax.Array) -> jax.Array:
+    """`log(pi^tau + 1e-12)` in the logits' compute dtype."""
+    return jnp.log(_math.like(class_priors, logits) ** _math.like(tau, logits) + _PRIOR_EPSILON)
 
 
 @_math.per_example_loss
@@ -24,13 +25,13 @@ def logit_adjusted_loss(
     .. math:: \ell = -\log \mathrm{softmax}\big(z + \log(\pi^\tau + 10^{-12})\big)_y
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point.
       labels: `[...]` integer class indices; out-of-range gives NaN.
       class_priors: `[C]` training label frequencies `pi` (e.g. `ClassStats.prior`).
       tau: temperature; 0 gives cross-entropy.
 
     Returns:
-      `[...]` float32 per-example losses.
+      `[...]` per-example losses.
 
     Example:
       >>> import jax.numpy as jnp
@@ -42,19 +43,19 @@ def logit_adjusted_loss(
     """
     num_classes = logits.shape[-1]
     check_class_vector(class_priors, num_classes, "class_priors")
-    return _math.cross_entropy(_math.as_float32(logits) + _log_adjustments(class_priors, tau), labels)
+    return _math.cross_entropy(_math.as_compute(logits) + _log_adjustments(class_priors, tau, logits), labels)
 
 
 def posthoc_logit_adjustment(logits: jax.Array, *, class_priors: jax.Array, tau: float = 1.0) -> jax.Array:
     r"""Post-hoc logit adjustment for prediction (Menon et al.): :math:`z - \log(\pi^\tau + 10^{-12})`.
 
     Returns:
-      `[..., C]` float32 adjusted logits; predict with their argmax.
+      `[..., C]` adjusted logits in the logits' compute dtype; predict with their argmax.
     """
     if jnp.ndim(logits) < 1:
         raise ValueError("logits must have a trailing class axis [..., C]")
     check_class_vector(class_priors, jnp.shape(logits)[-1], "class_priors")
-    return _math.as_float32(logits) - _log_adjustments(class_priors, tau)
+    return _math.as_compute(logits) - _log_adjustments(class_priors, tau, logits)
 
 
 @_math.per_example_loss
@@ -65,7 +66,7 @@ def balanced_softmax_loss(logits: jax.Array, labels: jax.Array, *, class_counts:
     plain logits.
 
     Returns:
-      `[...]` float32 per-example losses.
+      `[...]` per-example losses.
 
     Example:
       >>> import jax.numpy as jnp
@@ -78,4 +79,4 @@ def balanced_softmax_loss(logits: jax.Array, labels: jax.Array, *, class_counts:
     num_classes = logits.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
     check_counts(class_counts)
-    return _math.cross_entropy(_math.as_float32(logits) + jnp.log(_math.as_float32(class_counts)), labels)
+    return _math.cross_entropy(_math.as_compute(logits) + jnp.log(_math.like(class_counts, logits)), labels)

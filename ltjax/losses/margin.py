@@ -13,8 +13,8 @@ def _margin_cross_entropy(
     logits: jax.Array, labels: jax.Array, target_shift: jax.Array, class_weights: jax.Array | None
 ) -> jax.Array:
     """`w_y * CE(z + target_shift * onehot(y), y)`: the form every loss of this module reduces to."""
-    shifted = _math.shift_target_logit(_math.as_float32(logits), labels, target_shift)
-    return _math.weight_per_example(_math.cross_entropy(shifted, labels), class_weights, labels)
+    shifted = _math.shift_target_logit(_math.as_compute(logits), labels, target_shift)
+    return _math.weight_per_example(_math.cross_entropy(shifted, labels), _math.like(class_weights, logits), labels)
 
 
 def _check_weights(class_weights: jax.Array | None, num_classes: int) -> None:
@@ -49,7 +49,7 @@ def ldam_loss(
         `reduction.weighted_mean` (PyTorch `cross_entropy(weight=...)` semantics).
 
     Returns:
-      `[...]` float32 per-example losses.
+      `[...]` per-example losses.
 
     Example:
       >>> import jax.numpy as jnp
@@ -62,8 +62,9 @@ def ldam_loss(
     num_classes = cosines.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
     _check_weights(class_weights, num_classes)
-    margins = _math.per_example(ldam_margins(class_counts, max_margin=max_margin), labels)
-    return _margin_cross_entropy(scale * _math.as_float32(cosines), labels, -scale * margins, class_weights)
+    counts, max_margin, scale = (_math.like(value, cosines) for value in (class_counts, max_margin, scale))
+    margins = _math.per_example(ldam_margins(counts, max_margin=max_margin), labels)
+    return _margin_cross_entropy(scale * _math.as_compute(cosines), labels, -scale * margins, class_weights)
 
 
 @_math.per_example_loss
@@ -98,7 +99,7 @@ def kps_loss(
       class_weights: optional `[C]` weights (the KPS-DRW variant; reduce with `reduction.weighted_mean`).
 
     Returns:
-      `[...]` float32 per-example losses.
+      `[...]` per-example losses.
 
     Differences from the reference code: margins and GA scales come from the counts, not from flipping the radius
     vector, so class order does not matter (equal to the reference up to count flooring on sorted classes).
@@ -114,13 +115,15 @@ def kps_loss(
     num_classes = cosines.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
     _check_weights(class_weights, num_classes)
+    counts, max_margin, scale, max_scale = (
+        _math.like(value, cosines) for value in (class_counts, max_margin, scale, max_scale))
     sample_scale = jnp.where(
         gradient_adjustment,
-        _math.per_example(kps_scales(class_counts, scale=scale, max_scale=max_scale), labels),
+        _math.per_example(kps_scales(counts, scale=scale, max_scale=max_scale), labels),
         scale,
     )
-    radial = _math.as_float32(cosines) * kps_radii(class_counts) * sample_scale[..., None]
-    margins = _math.per_example(kps_margins(class_counts, max_margin=max_margin), labels)
+    radial = _math.as_compute(cosines) * kps_radii(counts) * sample_scale[..., None]
+    margins = _math.per_example(kps_margins(counts, max_margin=max_margin), labels)
     return _margin_cross_entropy(radial, labels, -sample_scale * margins, class_weights)
 
 
@@ -137,13 +140,13 @@ def swrm_loss(
     vector, in which the margins are differentiable).
 
     Args:
-      logits: `[..., C]` float32 or bfloat16.
+      logits: `[..., C]` floating point (the dtype rule of `ltjax.losses`).
       labels: `[...]` integer class indices; out-of-range gives NaN.
       class_weights: `[C]` SWR weights.
       margins: `[C]` SWM margins.
 
     Returns:
-      `[...]` float32 per-example losses; the batch reduction is the mean (ltjax decision, the paper is silent).
+      `[...]` per-example losses; the batch reduction is the mean (ltjax decision, the paper is silent).
 
     Differences from the reference code: no public code exists; the open points (window order and edges, the
     similarity kernel, coordinate standardisation) are settled as `similarity_window` documents.
@@ -160,4 +163,4 @@ def swrm_loss(
     num_classes = logits.shape[-1]
     check_class_vector(class_weights, num_classes, "class_weights")
     check_class_vector(margins, num_classes, "margins")
-    return _margin_cross_entropy(logits, labels, _math.per_example(margins, labels), class_weights)
+    return _margin_cross_entropy(logits, labels, _math.per_example(_math.like(margins, logits), labels), class_weights)

@@ -15,7 +15,7 @@ from ltjax.losses import _math
 
 def mean(losses: jax.Array) -> jax.Array:
     """`sum(losses) / num_examples` over every axis."""
-    return jnp.mean(_math.as_float32(losses))
+    return jnp.mean(_math.as_compute(losses))
 
 
 def weighted_mean(weighted_losses: jax.Array, sample_weights: jax.Array) -> jax.Array:
@@ -27,7 +27,7 @@ def weighted_mean(weighted_losses: jax.Array, sample_weights: jax.Array) -> jax.
       sample_weights: `[...]` the weights `w[labels]` of the same examples.
 
     Returns:
-      A float32 scalar; 0 when every weight is 0 (an empty or fully masked batch), never NaN.
+      A scalar in the losses' compute dtype; 0 when every weight is 0 (an empty or fully masked batch), never NaN.
 
     Example:
       >>> import jax.numpy as jnp
@@ -40,6 +40,7 @@ def weighted_mean(weighted_losses: jax.Array, sample_weights: jax.Array) -> jax.
             f"sample_weights shape {jnp.shape(sample_weights)} must equal the losses' shape "
             f"{jnp.shape(weighted_losses)}"
         )
-    total_weight = jnp.sum(_math.as_float32(sample_weights))
+    weighted_losses = _math.as_compute(weighted_losses)
+    total_weight = jnp.sum(_math.like(sample_weights, weighted_losses))
     safe_total = jnp.where(total_weight != 0, total_weight, 1.0)
-    return jnp.where(total_weight != 0, jnp.sum(_math.as_float32(weighted_losses)) / safe_total, 0.0)
+    return jnp.where(total_weight != 0, jnp.sum(weighted_losses) / safe_total, 0.0)

@@ -32,7 +32,7 @@ def _check_window(window_size: int, num_classes: int) -> None:
 
 def standardize_coordinates(coordinates: jax.Array) -> jax.Array:
     """Zero mean, unit variance over classes (left centred only, when all coordinates are equal)."""
-    coordinates = _math.as_float32(coordinates)
+    coordinates = _math.as_compute(coordinates)
     centred = coordinates - jnp.mean(coordinates, axis=-1, keepdims=True)
     std = jnp.sqrt(jnp.mean(centred**2, axis=-1, keepdims=True))
     return centred / jnp.where(std > 0, std, 1.0)
@@ -70,11 +70,11 @@ def swr_weights(
       normalization: `"none"` (ltjax default; the paper is silent), `"num_classes"` or `"inverse_num_classes"`.
 
     Returns:
-      `[C]` float32 weights (no gradient flows to the coordinates: they enter only through window membership).
+      `[C]` weights (no gradient flows to the coordinates: they enter only through window membership).
     """
     check_counts(class_counts)
     check_class_vector(coordinates, jnp.shape(class_counts)[0], "coordinates")
-    counts = _math.as_float32(class_counts)
+    counts = _math.as_compute(class_counts)
     members = window_members(coordinates, window_size)
     window_ratio = jnp.mean(counts[members], axis=-1) / counts
     weights = jnp.log1p(jnp.max(counts) / counts * window_ratio)
@@ -97,7 +97,7 @@ def swm_margins(
       kernel: `"student_t"` (`1 / (1 + d^2)`) or `"gaussian"` (`exp(-d^2)`).
 
     Returns:
-      `[C]` float32 margins.
+      `[C]` margins.
     """
     check_choice(kernel, SIMILARITY_KERNELS, "kernel")
     standardized = standardize_coordinates(coordinates)

@@ -1,0 +1,130 @@
+"""The dtype rule (float64 in, float64 math), gradients checked at their default tolerances in float64, every numeric
+hyper-parameter traced and vmapped, and the influence-balanced loss's precision as p_y -> 1.
+
+x64 is switched on only inside these tests (`jax.enable_x64(True)` is a context manager), so no other test sees it.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from ltjax import losses
+from ltjax.testing import ALL, DIFFERENTIABLE, WITH_STOP_GRADIENT, make_problem
+
+
+def _problem64():
+    return make_problem(seed=0, batch=6, num_classes=5, dtype=jnp.float64)
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))
+def test_check_grads_in_float64_at_default_tolerances(name):
+    with jax.enable_x64(True):
+        p = _problem64()
+        case = DIFFERENTIABLE[name]
+        check_grads(lambda z: jnp.sum(case(z, p.labels, p)), (p.logits,), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("name", sorted(WITH_STOP_GRADIENT))
+def test_losses_with_a_stop_gradient_are_checked_through_their_frozen_form_in_float64(name):
+    """The frozen form holds the stop-gradient factors at `at`; its derivative there is the loss's gradient."""
+    with jax.enable_x64(True):
+        p = _problem64()
+        case = WITH_STOP_GRADIENT[name]
+        at = p.logits
+
+        def frozen(z):
+            return jnp.sum(case.frozen(z, p.labels, p, at))
+
+        np.testing.assert_allclose(frozen(at), jnp.sum(case(at, p.labels, p)), rtol=1e-12)
+        check_grads(frozen, (at,), order=2, modes=("fwd", "rev"))
+        np.testing.assert_allclose(jax.grad(lambda z: jnp.sum(case(z, p.labels, p)))(at), jax.grad(frozen)(at),
+                                   rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_the_dtype_rule(name):
+    """Math and output in promote(float32, logits dtype): bf16 and float32 -> float32, float64 -> float64."""
+    case = ALL[name]
+    p = make_problem(seed=1)
+    for dtype in (jnp.bfloat16, jnp.float32):
+        assert case(p.logits.astype(dtype), p.labels, p).dtype == jnp.float32, dtype
+    with jax.enable_x64(True):
+        p64 = _problem64()
+        out = case(p64.logits, p64.labels, p64)
+        assert out.dtype == jnp.float64
+        # Only float64 math resolves a 1e-9 change of the logits: the change of the loss matches the directional
+        # derivative to 1e-4, where float32 (eps 1.2e-7) would return zero or rounding noise.
+        direction = jnp.asarray(np.random.default_rng(2).standard_normal(p64.logits.shape))
+        step = 1e-9
+        moved = case(p64.logits + step * direction, p64.labels, p64)
+        # A loss with a stop-gradient changes by its total derivative, that of its frozen form plus its factors'.
+        exact = (lambda z: case(z, p64.labels, p64)) if case.frozen is None else (
+            lambda z: case.frozen(z, p64.labels, p64, z))
+        _, derivative = jax.jvp(exact, (p64.logits,), (direction,))
+        np.testing.assert_allclose((moved - out) / step, derivative, rtol=1e-4, atol=1e-4 * np.max(np.abs(derivative)))
+
+
+def _sweeps():
+    return [(name, number) for name, case in sorted(ALL.items()) for number in sorted(case.numbers)]
+
+
+@pytest.mark.parametrize("name, number", _sweeps())
+def test_every_numeric_hyper_parameter_vmaps(name, number):
+    """One compiled program sweeps a hyper-parameter: vmap over its values equals one call per value."""
+    case = ALL[name]
+    p = make_problem(seed=3)
+    values = jnp.asarray(case.numbers[number], jnp.float32)
+    swept = jax.jit(jax.vmap(lambda value: case(p.logits, p.labels, p, **{number: value})))(values)
+    for index, value in enumerate(case.numbers[number]):
+        np.testing.assert_allclose(swept[index], case(p.logits, p.labels, p, **{number: value}), rtol=2e-5,
+                                   atol=2e-6 * np.max(np.abs(swept[index])), err_msg=f"{number}={value}")
+    grads = jax.vmap(jax.grad(lambda value: jnp.sum(case(p.logits, p.labels, p, **{number: value}))))(values)
+    assert np.all(np.isfinite(grads))
+
+
+def test_every_loss_declares_a_sweep_for_each_of_its_numeric_hyper_parameters():
+    declared = {name: set(case.numbers) for name, case in ALL.items()}
+    assert declared["ffds"] == {"beta", "gamma_min", "gamma_max", "label_smoothing", "smoothing_strength"}
+    assert declared["class_balanced_focal"] == {"beta", "gamma"}
+    assert declared["ib_focal"] == {"alpha", "epsilon", "gamma"}
+    assert declared["kps_ga"] == {"max_margin", "scale", "max_scale"}
+
+
+def test_influence_balanced_keeps_its_precision_as_the_true_class_probability_nears_one():
+    logits, labels = np.array([[-14.084, 8.704, -4.500]]), np.array([1])
+    norms, counts = np.array([22.732]), np.array([215, 1, 4])
+    in_float32 = losses.influence_balanced_loss(jnp.asarray(logits, jnp.float32), labels,
+                                                jnp.asarray(norms, jnp.float32), class_counts=counts)
+    with jax.enable_x64(True):
+        in_float64 = losses.influence_balanced_loss(jnp.asarray(logits), labels, jnp.asarray(norms),
+                                                    class_counts=counts)
+        assert in_float64.dtype == jnp.float64
+        np.testing.assert_allclose(float(in_float64[0]), 4.0668, rtol=1e-4)  # the value the issue reports
+    np.testing.assert_allclose(float(in_float32[0]), float(in_float64[0]), rtol=1e-5)
+
+
+def test_traced_hyper_parameters_that_used_to_fail_under_jit():
+    p = make_problem(seed=4)
+    for call in (
+        lambda v: losses.class_balanced_loss(p.logits, p.labels, class_counts=p.counts, loss_type="focal", gamma=v),
+        lambda v: losses.softmax_cross_entropy(p.logits, p.labels, label_smoothing=v),
+        lambda v: losses.ffds_loss(p.logits, p.labels, class_counts=p.counts, class_mean_probs=p.class_means,
+                                   label_smoothing=v),
+    ):
+        np.testing.assert_allclose(jax.jit(call)(jnp.float32(0.2)), call(0.2), rtol=1e-5, atol=1e-7)
+
+
+def test_a_traced_gamma_has_the_derivative_of_the_static_one():
+    """The traced-gamma path of the sigmoid focal loss carries d/dgamma; it agrees with finite differences."""
+    p = make_problem(seed=5)
+    with jax.enable_x64(True):
+        p64 = dataclasses.replace(p, logits=p.logits.astype(jnp.float64))
+
+        def total(gamma):
+            return jnp.sum(losses.class_balanced_loss(p64.logits, p64.labels, class_counts=p64.counts,
+                                                      loss_type="focal", gamma=gamma))
+
+        check_grads(total, (jnp.float64(1.5),), order=1, modes=("fwd", "rev"))
