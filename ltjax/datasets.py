@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 import numpy as np
 
-from ltjax.configs.keys import ConfigError, Key, nearest, number
+from ltjax.keys import ConfigError, Key, nearest, number
 from ltjax.data import augment, samplers
 from ltjax.data.prepare import prepare_split
 from ltjax.data.digits import load_digits_lt

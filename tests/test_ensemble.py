@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
 from ltjax.train.build import DataSpec, build, build_ensemble
 from ltjax.train.loop import train_and_evaluate, train_ensemble

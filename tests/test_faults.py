@@ -29,7 +29,7 @@ import pytest
 
 from ltjax import datasets
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.splits import SplitManifest
 from ltjax.train import main as train_main
 from ltjax.train.build import DataSpec, build

@@ -11,7 +11,7 @@ import pytest
 
 from ltjax import losses, methods
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
 from ltjax.methods import listing
 from ltjax.train import main as train_main

@@ -6,7 +6,7 @@ import pytest
 from flax import traverse_util
 
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.train.evaluate import load_run
 from ltjax.train.loop import train_and_evaluate
 

@@ -11,7 +11,7 @@ import pytest
 
 from ltjax import losses
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
 from ltjax.data.longtail import longtail_counts
 from ltjax.train.build import DataSpec, build

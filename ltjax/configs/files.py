@@ -7,7 +7,7 @@ from typing import Sequence
 
 import ml_collections
 
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "digits.py"
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]

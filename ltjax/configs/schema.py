@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from ltjax import datasets, methods
-from ltjax.configs.keys import ConfigError, Key, complete_section, epoch, nearest, number
+from ltjax.keys import ConfigError, Key, complete_section, epoch, nearest, number
 from ltjax.models import HEAD_NAMES, MODEL_NAMES
 from ltjax.schedules import epoch_of
 

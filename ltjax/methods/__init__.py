@@ -7,7 +7,7 @@
 
 `ltjax-methods` lists them on the command line; `ltjax-methods ffds` shows one method's keys.
 """
-from ltjax.configs.keys import ConfigError, nearest
+from ltjax.keys import ConfigError, nearest
 from ltjax.methods.base import Hooks, Inputs, Method, Objective, PerExample, Phase, SecondStage, bind, cross_entropy
 from ltjax.methods.registry import METHODS
 

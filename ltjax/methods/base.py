@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import losses
-from ltjax.configs.keys import ConfigError, Key
+from ltjax.keys import ConfigError, Key
 from ltjax.schedules import epoch_of
 from ltjax.stats import ClassStats
 

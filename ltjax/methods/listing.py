@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.methods import METHODS, Method, get
 
 

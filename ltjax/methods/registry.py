@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax import dynasmooth, losses, stats as class_stats
-from ltjax.configs.keys import Key, epoch, signature_defaults
+from ltjax.keys import Key, epoch, signature_defaults
 from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NORMALIZATIONS
 from ltjax.losses.cross_entropy import CLASS_BALANCED_LOSS_TYPES
 from ltjax.losses.influence import INFLUENCE_BALANCED_VARIANTS

@@ -16,7 +16,7 @@ import shlex
 import sys
 import time
 
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 
 # The report entries a table shows, and their column titles.
 METRICS = {"top1_accuracy": "Top-1", "many_shot_accuracy": "Many", "medium_shot_accuracy": "Medium",

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from ltjax import datasets, methods
 from ltjax.configs import schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
 from ltjax.methods.ensemble import EnsembleObjective
 from ltjax.metrics import TrainTotals

@@ -21,7 +21,7 @@ import pathlib
 import sys
 
 from ltjax.configs import files
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 
 CORRECTION_NAMES = ("none", "la", "tau_norm", "iif")
 SPLITS = ("test", "validation", "train")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ltjax import datasets, metrics, plots, posthoc
 from ltjax.configs import schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.pipeline import TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource

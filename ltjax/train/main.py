@@ -17,7 +17,7 @@ import pathlib
 import sys
 
 from ltjax.configs import files, schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:

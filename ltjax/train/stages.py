@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.train.build import Trainer, model_name
 from ltjax.train.evaluate import TrainedRun, load_run
 from ltjax.train.state import TrainState

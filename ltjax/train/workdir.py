@@ -30,7 +30,7 @@ import jax
 import ml_collections
 
 from ltjax.configs import schema
-from ltjax.configs.keys import ConfigError
+from ltjax.keys import ConfigError
 from ltjax.data.splits import ManifestError, SplitManifest
 
 _PACKAGES = ("ltjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow-datasets",
