@@ -1,0 +1,48 @@
+"""Tiny-ImageNet-LT, imbalance 100, reduced to fit a 2-core CPU in 30 minutes: 8 methods x 3 seeds.
+
+    ltjax-table experiments/tables/tiny_imagenet_lt_reduced.py --out experiments/tables/results/tiny_imagenet_lt_reduced
+
+The real data (the official `tiny-imagenet-200` folder beside the checkout, `../shared/data`, holding the IF-100
+training subset and the complete validation folder used as the balanced test split), but a reduced recipe:
+images resized to IMAGE_SIZE px once into the decoded cache, the CIFAR ResNet-8 (16/32/64 channels, one block per
+stage), NUM_EPOCHS epochs of batch 128 with every method's switch epochs and learning-rate decay at the fractions of
+its 200-epoch recipe (lr 0.1, 5% warm-up, x0.1 at 80%, x0.01 at 90%; weight decay 2e-4).
+
+What it is not: the papers' recipe (ResNet-18 on 64 px for 200 epochs, see `tiny_imagenet_lt.py`; FFDS fine-tunes
+an ImageNet-pretrained ResNet-18 at 224 px). Absolute accuracies are far below the papers'; the table compares the
+methods under one small budget, with their spread over seeds, and is the evidence a CPU can produce.
+"""
+import pathlib
+
+from ltjax.tables import Row, Table
+
+DATA = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "tiny-imagenet-200"
+IMAGE_SIZE = 16
+NUM_EPOCHS = 10
+SEEDS = (0, 1, 2)
+
+
+def get_table() -> Table:
+    rows = (
+        Row("CE", {"name": "ce"}),
+        Row("LA", {"name": "la"}),
+        Row("BS", {"name": "bs"}),
+        Row("LDAM-DRW", {"name": "ldam_drw"}, overrides={"optimizer.lr_decay": ((0.8, 0.01), (0.9, 0.0001))}),
+        Row("D-FFDS", {"name": "ffds", "group_ends": tuple(range(20, 201, 20))},
+            paper={"top1_accuracy": 43.86}, source="FFDS Table 1a (pretrained ResNet-18, 224 px)"),
+        Row("KPS", {"name": "kps"}),
+        Row("IIF", {"name": "iif"}),
+        Row("SWRM", {"name": "swrm"}),
+    )
+    return Table(
+        name="tiny_imagenet_lt_reduced",
+        title=f"Tiny-ImageNet-LT, imbalance 100, reduced: ResNet-8, {IMAGE_SIZE} px, {NUM_EPOCHS} epochs",
+        recipe="experiments/configs/ce.py:tiny_imagenet-if100",
+        overrides={
+            "dataset.data_dir": str(DATA), "dataset.image_size": IMAGE_SIZE, "model.name": "resnet8",
+            "num_epochs": NUM_EPOCHS, "progress_bar": False,
+        },
+        rows=rows,
+        seeds=SEEDS,
+        notes=__doc__.split("\n\n")[2] + "\n\n" + __doc__.split("\n\n")[3],
+    )
