@@ -1,4 +1,5 @@
-"""Tests of `ltjax.models`: parameter counts, shapes, the option-A shortcut, BatchNorm state, heads, bf16.
+"""Tests of `ltjax.models`: parameter counts, shapes, the option-A shortcut, BatchNorm state, the fast formulations
+against the plain ones, heads, bf16.
 
 Speed: on CPU, compiling random-number kernels dominates `init`, so the models are initialised once per module with
 the `rbg` PRNG (several times faster to compile than threefry) and run eagerly; the ResNet-50 and the 224 px
@@ -16,6 +17,7 @@ from tolerance import assert_close_to_scale
 
 from ltjax.models import (
     MODEL_NAMES,
+    BatchNorm,
     CifarResNet,
     CosineClassifierHead,
     LinearHead,
@@ -23,7 +25,9 @@ from ltjax.models import (
     NormedLinearHead,
     create_model,
     option_a_shortcut,
+    residual_relu,
 )
+from ltjax.models import resnet_cifar
 
 
 def make_key(seed: int) -> jax.Array:
@@ -272,6 +276,107 @@ def test_eval_mode_is_per_example(resnet32):
     first = model.apply(trained, images[:1], train=False).logits
     # One example alone and within the batch: equal up to the accumulation order, relative to the logits' scale.
     assert_close_to_scale(first[0], full[0], rtol=1e-5)
+
+
+# --- fast formulations against the plain ones ------------------------------------------------------------------
+# `BatchNorm` and `residual_relu` exist for speed (see their docstrings); these tests hold them to what ltjax computed
+# before: Flax's BatchNorm and `relu(y + shortcut)`.
+
+
+def flax_batch_norm(train: bool, axis_name, param_dtype, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, param_dtype=param_dtype,
+        axis_name=axis_name if train else None, name=name,
+    )
+
+
+def relu_of_sum(y, shortcut):
+    return nn.relu(y + shortcut)
+
+
+def test_residual_relu_equals_relu_of_sum_exactly():
+    # Ties (y = -shortcut), signed zeros, a sum one ulp above zero, and random values.
+    y = jnp.concatenate([
+        jnp.array([-2.0, -1.0, 0.0, -0.0, 0.5, 1e-30, 3.0, 1.0]),
+        jax.random.normal(jax.random.key(7), (64,)),
+    ])
+    shortcut = jnp.concatenate([
+        jnp.array([1.0, 1.0, 0.0, 0.0, -0.5, 0.0, -1.0, -1.0 + 2.0**-24]),
+        jax.nn.relu(jax.random.normal(jax.random.key(8), (64,))),
+    ])
+    np.testing.assert_array_equal(residual_relu(y, shortcut), relu_of_sum(y, shortcut))
+    weights = jnp.arange(1.0, y.size + 1.0)
+
+    def gradients(fn):
+        return jax.grad(lambda a, b: jnp.sum(weights * fn(a, b)), argnums=(0, 1))(y, shortcut)
+
+    for fast, plain in zip(gradients(residual_relu), gradients(relu_of_sum)):
+        np.testing.assert_array_equal(fast, plain)
+
+
+def batch_norm_outputs_and_gradients(module, variables, x, cotangent, axis_name=None):
+    """(y, batch_stats, d/dx, d/dparams) of `sum(cotangent * module(x))`, over a vmapped device axis if named."""
+
+    def loss(params, x, cotangent):
+        y, updates = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(cotangent * y), (y, updates["batch_stats"])
+
+    def run(x, cotangent):
+        (_, (y, stats)), (d_params, d_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+            variables["params"], x, cotangent)
+        return y, stats, d_x, d_params
+
+    if axis_name is None:
+        return run(x, cotangent)
+    # Two "devices" with half the batch each; the gradients of the shared parameters are summed over them.
+    halves = [a.reshape(2, -1, *a.shape[1:]) for a in (x, cotangent)]
+    y, stats, d_x, d_params = jax.vmap(run, axis_name=axis_name)(*halves)
+    return (y.reshape(x.shape), jax.tree.map(lambda s: s[0], stats), d_x.reshape(x.shape),
+            jax.tree.map(lambda g: g.sum(0), d_params))
+
+
+@pytest.mark.parametrize("train, axis_name", [(True, None), (True, "devices"), (False, None)])
+def test_batch_norm_equals_flax_batch_norm(train, axis_name):
+    keys = jax.random.split(jax.random.key(9), 6)
+    # Channels with means of a few standard deviations, as convolution outputs have.
+    x = 3.0 * jax.random.normal(keys[0], (8, 5, 5, 6)) + jnp.arange(6.0)
+    cotangent = jax.random.normal(keys[1], x.shape)
+    ours = BatchNorm(use_running_average=not train, axis_name=axis_name, momentum=0.9, epsilon=1e-5)
+    theirs = flax_batch_norm(train, axis_name, jnp.float32, name=None)
+    variables = {
+        "params": {"scale": 1.0 + jax.random.uniform(keys[2], (6,)), "bias": jax.random.normal(keys[3], (6,))},
+        "batch_stats": {"mean": jax.random.normal(keys[4], (6,)), "var": 1.0 + jax.random.uniform(keys[5], (6,))},
+    }
+    structure = jax.tree_util.tree_structure
+    assert structure(ours.init(make_key(0), x)) == structure(theirs.init(make_key(0), x)) == structure(variables)
+    fast = batch_norm_outputs_and_gradients(ours, variables, x, cotangent, axis_name)
+    plain = batch_norm_outputs_and_gradients(theirs, variables, x, cotangent, axis_name)
+    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(plain)):
+        assert_close_to_scale(fast_leaf, plain_leaf, rtol=1e-5)
+
+
+def test_cifar_resnet_equals_plain_formulation(tiny_cifar_resnet, monkeypatch):
+    model, images, variables = tiny_cifar_resnet
+    weights = jax.random.normal(jax.random.key(10), (2, 5))
+
+    def outputs_and_gradients():
+        def loss(params):
+            (logits, features), updates = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(weights * logits) + jnp.sum(features), (logits, features, updates)
+
+        # Traced afresh on each call, so the module functions patched below take effect.
+        return jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+
+    fast = outputs_and_gradients()
+    monkeypatch.setattr(resnet_cifar, "batch_norm", flax_batch_norm)
+    monkeypatch.setattr(resnet_cifar, "residual_relu", relu_of_sum)
+    plain = outputs_and_gradients()
+    assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(plain)
+    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(plain)):
+        assert_close_to_scale(fast_leaf, plain_leaf, rtol=1e-4)
 
 
 # --- heads -----------------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from ltjax.models.heads import ModelOutput, pytorch_linear_kernel_init
-from ltjax.models.resnet_cifar import batch_norm, stages_and_head
+from ltjax.models.normalization import BatchNorm
+from ltjax.models.resnet_cifar import batch_norm, residual_relu, stages_and_head
 
 # torchvision ResNet: `nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")` on every conv.
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -64,7 +65,7 @@ class _ResidualBlock(nn.Module):
         )
 
     @nn.nowrap
-    def norm(self, train: bool, *, name: str) -> nn.BatchNorm:
+    def norm(self, train: bool, *, name: str) -> BatchNorm:
         return batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name=name)
 
     @nn.nowrap
@@ -95,7 +96,7 @@ class BasicBlock(_ResidualBlock):
         y = nn.relu(self.norm(train, name="bn1")(y))
         y = self.conv(self.channels, 3, name="conv2")(y)
         y = self.norm(train, name="bn2")(y)
-        return nn.relu(y + self.shortcut(x, train))
+        return residual_relu(y, self.shortcut(x, train))
 
 
 class Bottleneck(_ResidualBlock):
@@ -119,7 +120,7 @@ class Bottleneck(_ResidualBlock):
         y = nn.relu(self.norm(train, name="bn2")(y))
         y = self.conv(self.channels * self.expansion, 1, name="conv3")(y)
         y = self.norm(train, name="bn3")(y)
-        return nn.relu(y + self.shortcut(x, train))
+        return residual_relu(y, self.shortcut(x, train))
 
 
 class ResNet(nn.Module):
