@@ -7,6 +7,8 @@ networks are only traced, with `jax.eval_shape`.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ from ltjax.models import (
     MODEL_NAMES,
     BatchNorm,
     CifarResNet,
+    Conv,
     CosineClassifierHead,
     LinearHead,
     ModelOutput,
@@ -279,8 +282,8 @@ def test_eval_mode_is_per_example(resnet32):
 
 
 # --- fast formulations against the plain ones ------------------------------------------------------------------
-# `BatchNorm` and `residual_relu` exist for speed (see their docstrings); these tests hold them to what ltjax computed
-# before: Flax's BatchNorm and `relu(y + shortcut)`.
+# `Conv`, `BatchNorm` and `residual_relu` exist for speed (see their docstrings); these tests hold them to what ltjax
+# computed before: Flax's Conv and BatchNorm, and `relu(y + shortcut)`.
 
 
 def flax_batch_norm(train: bool, axis_name, param_dtype, name: str) -> nn.BatchNorm:
@@ -355,9 +358,44 @@ def test_batch_norm_equals_flax_batch_norm(train, axis_name):
         assert_close_to_scale(fast_leaf, plain_leaf, rtol=1e-5)
 
 
+def conv_outputs_and_gradients(module, variables, x, cotangent):
+    def loss(params, x):
+        y = module.apply({"params": params}, x)
+        return jnp.sum(cotangent * y.astype(jnp.float32)), y
+
+    (_, y), gradients = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(variables["params"], x)
+    return y, gradients
+
+
+@pytest.mark.parametrize(
+    "batch, strides, dtype",
+    [(48, 1, jnp.float32), (48, 2, jnp.float32), (5, 1, jnp.float32), (32, 1, jnp.bfloat16)],
+)
+def test_conv_equals_flax_conv(batch, strides, dtype):
+    # Batches of 48 and 32 take the chunked kernel gradient (16-example chunks); 5 does not divide and takes one.
+    keys = jax.random.split(jax.random.key(11), 3)
+    x = jax.random.normal(keys[0], (batch, 8, 8, 4))
+    cotangent = jax.random.normal(keys[1], (batch, 8 // strides, 8 // strides, 6))
+    padding = ((1, 1), (1, 1))
+    ours = Conv(6, (3, 3), strides, padding, dtype=dtype)
+    theirs = nn.Conv(6, (3, 3), strides, padding=padding, use_bias=False, dtype=dtype)
+    variables = theirs.init(keys[2], x)
+    assert jax.tree_util.tree_structure(ours.init(keys[2], x)) == jax.tree_util.tree_structure(variables)
+    (fast_y, fast_gradients), (plain_y, plain_gradients) = (
+        jax.jit(functools.partial(conv_outputs_and_gradients, module))(variables, x, cotangent)
+        for module in (ours, theirs)
+    )
+    assert fast_y.dtype == plain_y.dtype == dtype
+    np.testing.assert_array_equal(fast_y, plain_y)
+    rtol = 1e-5 if dtype == jnp.float32 else 2e-2
+    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast_gradients), jax.tree_util.tree_leaves(plain_gradients)):
+        assert_close_to_scale(fast_leaf, plain_leaf, rtol=rtol)
+
+
 def test_cifar_resnet_equals_plain_formulation(tiny_cifar_resnet, monkeypatch):
-    model, images, variables = tiny_cifar_resnet
-    weights = jax.random.normal(jax.random.key(10), (2, 5))
+    model, _, variables = tiny_cifar_resnet
+    images = jax.random.normal(jax.random.key(12), (32, 16, 16, 3))  # two chunks of the kernel gradient
+    weights = jax.random.normal(jax.random.key(10), (32, 5))
 
     def outputs_and_gradients():
         def loss(params):
@@ -371,6 +409,9 @@ def test_cifar_resnet_equals_plain_formulation(tiny_cifar_resnet, monkeypatch):
         return jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
 
     fast = outputs_and_gradients()
+    monkeypatch.setattr(resnet_cifar, "conv3x3", functools.partial(
+        nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+        kernel_init=resnet_cifar.kaiming_normal_fan_in))
     monkeypatch.setattr(resnet_cifar, "batch_norm", flax_batch_norm)
     monkeypatch.setattr(resnet_cifar, "residual_relu", relu_of_sum)
     plain = outputs_and_gradients()

@@ -23,6 +23,7 @@ import functools
 
 from flax import linen as nn
 
+from ltjax.models.convolution import Conv
 from ltjax.models.heads import (
     HEAD_NAMES,
     CosineClassifierHead,
@@ -78,6 +79,7 @@ __all__ = [
     "Bottleneck",
     "CifarBasicBlock",
     "CifarResNet",
+    "Conv",
     "CosineClassifierHead",
     "LinearHead",
     "ModelOutput",

@@ -28,15 +28,14 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from ltjax.models.convolution import Conv
 from ltjax.models.heads import ModelOutput, make_head
 from ltjax.models.normalization import BatchNorm
 
 # PyTorch `init.kaiming_normal_` defaults: mode fan_in, ReLU gain sqrt(2), a plain (untruncated) normal.
 kaiming_normal_fan_in = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 # Every convolution of the CIFAR ResNet: 3x3, padding 1, no bias (BatchNorm follows), kaiming-normal.
-conv3x3 = functools.partial(
-    nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=kaiming_normal_fan_in
-)
+conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)), kernel_init=kaiming_normal_fan_in)
 
 BATCH_NORM_MOMENTUM = 0.9  # Flax's decay of the running average; PyTorch's momentum 0.1
 BATCH_NORM_EPSILON = 1e-5  # PyTorch's default
