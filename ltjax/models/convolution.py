@@ -31,8 +31,8 @@ def _convolve(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding
 
 
 def _kernel_gradient(x, kernel, output_gradient, strides, padding):
-    _, kernel_vjp = jax.vjp(lambda k: _convolve(x, k, strides, padding), kernel)
-    return kernel_vjp(output_gradient)[0]
+    transpose = jax.linear_transpose(lambda k: _convolve(x, k, strides, padding), kernel)
+    return transpose(output_gradient)[0]
 
 
 def _chunked_kernel_gradient(x, kernel, output_gradient, strides, padding):
@@ -57,8 +57,8 @@ def _convolve_forward(x, kernel, strides, padding):
 
 def _convolve_backward(strides, padding, residuals, output_gradient):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda inputs: _convolve(inputs, kernel, strides, padding), x)
-    (input_gradient,) = input_vjp(output_gradient)
+    input_transpose = jax.linear_transpose(lambda inputs: _convolve(inputs, kernel, strides, padding), x)
+    (input_gradient,) = input_transpose(output_gradient)
     kernel_gradient = jax.lax.platform_dependent(
         x, kernel, output_gradient,
         cpu=functools.partial(_chunked_kernel_gradient, strides=strides, padding=padding),

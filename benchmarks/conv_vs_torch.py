@@ -1,0 +1,136 @@
+"""One 3x3 convolution of ResNet-32, XLA against PyTorch: is the convolution itself the floor of the train step?
+
+For each stride-1 layer shape of ResNet-32 at batch 128 (32x32 with 16 channels, 16x16 with 32, 8x8 with 64), times
+the three convolutions of a layer's train step separately, float32, padding 1, no bias: the forward convolution,
+the input gradient and the kernel gradient for a given output gradient. XLA: `jax.lax.conv_general_dilated` in
+NHWC (what `flax.linen.Conv` emits) and its `jax.vjp`, under `jax.jit`; PyTorch: `torch.nn.functional.conv2d` in
+NCHW (the reference's layout) and `torch.ops.aten.convolution_backward`, the kernel autograd calls. Every
+contestant runs in its own process, on the same CPUs with the same thread count, in interleaved windows
+(`benchmarks/interleave.py`).
+
+    python benchmarks/conv_vs_torch.py [--threads 2] [--windows 9] [--steps 10]
+        [--xla-flags --xla_cpu_experimental_ynn_fusion_type=-individual_convolution]
+
+`--xla-flags` adds a second XLA contestant compiled with those flags (e.g. the convolution routing proposed for
+the train step; see `benchmarks/README.md`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+# The sibling modules, and the ltjax of this checkout (not another installed copy).
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent), str(pathlib.Path(__file__).resolve().parents[1])]
+
+import interleave  # noqa: E402  (a sibling module of this script)
+
+BATCH = 128
+LAYERS = ((32, 16), (16, 32), (8, 64))  # (height = width, channels) of ResNet-32's three stages
+MODES = ("forward", "input gradient", "kernel gradient")
+
+
+def xla_worker(size: int, channels: int, mode: str):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((BATCH, size, size, channels), np.float32))
+    w = jnp.asarray(rng.standard_normal((3, 3, channels, channels), np.float32))
+    g = jnp.asarray(rng.standard_normal((BATCH, size, size, channels), np.float32))
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    programs = {
+        "forward": conv,
+        "input gradient": lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g),
+        "kernel gradient": lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g),
+    }
+    fn = jax.jit(programs[mode])
+    arguments = (x, w) if mode == "forward" else (x, w, g)
+
+    def call():
+        return fn(*arguments)
+
+    for _ in range(3):
+        jax.block_until_ready(call())
+    return {"framework": f"jax {jax.__version__}"}, call, jax.block_until_ready
+
+
+def torch_worker(size: int, channels: int, mode: str, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, channels, size, size, generator=generator)
+    w = torch.randn(channels, channels, 3, 3, generator=generator)
+    g = torch.randn(BATCH, channels, size, size, generator=generator)
+    # convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+    # output_padding, groups, output_mask over (input, weight, bias) gradients)
+    backward_mask = {"input gradient": [True, False, False], "kernel gradient": [False, True, False]}
+
+    def call():
+        with torch.no_grad():
+            if mode == "forward":
+                return torch.nn.functional.conv2d(x, w, padding=1)
+            return torch.ops.aten.convolution_backward(
+                g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, backward_mask[mode])
+
+    for _ in range(3):
+        call()
+    return {"framework": f"torch {torch.__version__}"}, call, lambda handle: None
+
+
+def worker_main(spec: dict) -> None:
+    interleave.pin_to_cpus(spec["threads"])
+    if spec["framework"] == "torch":
+        interleave.serve(lambda: torch_worker(spec["size"], spec["channels"], spec["mode"], spec["threads"]))
+    else:
+        interleave.serve(lambda: xla_worker(spec["size"], spec["channels"], spec["mode"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--windows", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=10, help="calls per timing window")
+    parser.add_argument("--xla-flags", default="", help="XLA_FLAGS of an extra XLA contestant")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(json.loads(args.worker))
+        return
+
+    frameworks = {"XLA": ("jax", {}), "PyTorch": ("torch", {})}
+    if args.xla_flags:
+        frameworks[f"XLA {args.xla_flags}"] = ("jax", {"XLA_FLAGS": args.xla_flags})
+    print(f"batch {BATCH}, float32, {args.threads} threads per contestant, median of {args.windows} windows of "
+          f"{args.steps} calls; load average at start {interleave.load_average():.2f}")
+    header = "| layer | pass | " + " | ".join(f"{name} ms" for name in frameworks) + " | XLA / PyTorch time |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for size, channels in LAYERS:
+        for mode in MODES:
+            contestants = [
+                interleave.Contestant(
+                    name,
+                    [__file__, "--worker", json.dumps({"framework": framework, "size": size, "channels": channels,
+                                                       "mode": mode, "threads": args.threads})],
+                    env,
+                )
+                for name, (framework, env) in frameworks.items()
+            ]
+            interleave.run(contestants, windows=args.windows, steps=args.steps)
+            milliseconds = {c.name: 1e3 * c.median_step_seconds() for c in contestants}
+            cells = " | ".join(f"{milliseconds[name]:.2f}" for name in frameworks)
+            print(f"| {size}x{size}x{channels} | {mode} | {cells} | "
+                  f"{milliseconds['XLA'] / milliseconds['PyTorch']:.2f} |", flush=True)
+    print(f"load average at end {interleave.load_average():.2f}")
+
+
+if __name__ == "__main__":
+    main()
