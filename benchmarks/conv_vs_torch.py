@@ -17,6 +17,7 @@ the train step; see `benchmarks/README.md`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import statistics
@@ -32,65 +33,80 @@ LAYERS = ((32, 16), (16, 32), (8, 64))  # (height = width, channels) of ResNet-3
 MODES = ("forward", "input gradient", "kernel gradient")
 
 
-def xla_worker(size: int, channels: int, mode: str):
+def xla_calls() -> dict:
+    """`{(size, channels, mode): call}` for every layer and pass, each a jitted XLA program on fixed inputs."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((BATCH, size, size, channels), np.float32))
-    w = jnp.asarray(rng.standard_normal((3, 3, channels, channels), np.float32))
-    g = jnp.asarray(rng.standard_normal((BATCH, size, size, channels), np.float32))
 
     def conv(x, w):
         return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     programs = {
-        "forward": conv,
+        "forward": lambda x, w, g: conv(x, w),
         "input gradient": lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g),
         "kernel gradient": lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g),
     }
-    fn = jax.jit(programs[mode])
-    arguments = (x, w) if mode == "forward" else (x, w, g)
+    rng = np.random.default_rng(0)
+    calls = {}
+    for size, channels in LAYERS:
+        x, g = (jax.numpy.asarray(rng.standard_normal((BATCH, size, size, channels), np.float32)) for _ in range(2))
+        w = jax.numpy.asarray(rng.standard_normal((3, 3, channels, channels), np.float32))
+        for mode, program in programs.items():
+            calls[size, channels, mode] = functools.partial(jax.jit(program), x, w, g)
+    return calls
 
-    def call():
-        return fn(*arguments)
 
-    for _ in range(3):
-        jax.block_until_ready(call())
-    return {"framework": f"jax {jax.__version__}"}, call, jax.block_until_ready
-
-
-def torch_worker(size: int, channels: int, mode: str, threads: int):
+def torch_calls() -> dict:
+    """`{(size, channels, mode): call}` for every layer and pass: `conv2d` and the backward kernel autograd runs."""
     import torch
 
-    torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, channels, size, size, generator=generator)
-    w = torch.randn(channels, channels, 3, 3, generator=generator)
-    g = torch.randn(BATCH, channels, size, size, generator=generator)
     # convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
-    # output_padding, groups, output_mask over (input, weight, bias) gradients)
+    # output_padding, groups, output_mask over the (input, weight, bias) gradients)
     backward_mask = {"input gradient": [True, False, False], "kernel gradient": [False, True, False]}
 
-    def call():
-        with torch.no_grad():
-            if mode == "forward":
-                return torch.nn.functional.conv2d(x, w, padding=1)
-            return torch.ops.aten.convolution_backward(
-                g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, backward_mask[mode])
+    def layer_call(x, w, g, mode):
+        def call():
+            with torch.no_grad():
+                if mode == "forward":
+                    return torch.nn.functional.conv2d(x, w, padding=1)
+                return torch.ops.aten.convolution_backward(
+                    g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, backward_mask[mode])
+        return call
 
+    calls = {}
+    for size, channels in LAYERS:
+        x, g = (torch.randn(BATCH, channels, size, size, generator=generator) for _ in range(2))
+        w = torch.randn(channels, channels, 3, 3, generator=generator)
+        for mode in MODES:
+            calls[size, channels, mode] = layer_call(x, w, g, mode)
+    return calls
+
+
+def build_worker(spec: dict):
+    """The timed call of one (framework, layer, pass), after every layer and pass ran once: inside a train step the
+    memory allocator has already served the largest activations, and a process that only ever ran one small layer
+    would time its page faults instead (glibc adapts its mmap threshold to the largest blocks freed)."""
+    if spec["framework"] == "torch":
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        calls, wait, framework = torch_calls(), lambda handle: None, f"torch {torch.__version__}"
+    else:
+        import jax
+
+        calls, wait, framework = xla_calls(), jax.block_until_ready, f"jax {jax.__version__}"
+    for call in calls.values():
+        wait(call())
+    call = calls[spec["size"], spec["channels"], spec["mode"]]
     for _ in range(3):
-        call()
-    return {"framework": f"torch {torch.__version__}"}, call, lambda handle: None
+        wait(call())
+    return {"framework": framework}, call, wait
 
 
 def worker_main(spec: dict) -> None:
     interleave.pin_to_cpus(spec["threads"])
-    if spec["framework"] == "torch":
-        interleave.serve(lambda: torch_worker(spec["size"], spec["channels"], spec["mode"], spec["threads"]))
-    else:
-        interleave.serve(lambda: xla_worker(spec["size"], spec["channels"], spec["mode"]))
+    interleave.serve(lambda: build_worker(spec))
 
 
 def main() -> None:

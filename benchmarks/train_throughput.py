@@ -286,7 +286,12 @@ def main() -> None:
           f"at start {interleave.load_average():.2f}")
     if args.xla_flags:
         print(f"'ltjax, XLA_FLAGS' runs with XLA_FLAGS={args.xla_flags}")
-    throughput_rows, compile_rows, notes, busy_cores = [], [], {}, {}
+    names = list(frameworks)
+    ratio_names = [n for n in names if n != "PyTorch"] if "PyTorch" in names else []
+    header = ["loss", "dtype"] + [f"{n} img/s (min-max)" for n in names] + [f"{n} / PyTorch" for n in ratio_names]
+    print("| " + " | ".join(header + ["load average after"]) + " |")
+    print("|" + "---|" * (len(header) + 1))
+    compile_rows, notes, busy_cores = [], {}, {}
     for dtype in args.dtypes:
         for loss_name in args.losses:
             contestants = [
@@ -300,27 +305,17 @@ def main() -> None:
             ]
             interleave.run(contestants, windows=args.windows, steps=args.steps)
             rates = {c.name: args.batch / c.median_step_seconds() for c in contestants}
-            spreads = {c.name: (args.batch / max(c.wall_seconds), args.batch / min(c.wall_seconds))
-                       for c in contestants}
-            throughput_rows.append((loss_name, dtype, rates, spreads))
+            cells = [loss_name, dtype] + [
+                f"{rates[c.name]:,.0f} ({args.batch / max(c.wall_seconds):,.0f}-{args.batch / min(c.wall_seconds):,.0f})"
+                for c in contestants
+            ]
+            cells += [f"{rates[n] / rates['PyTorch']:.2f}" for n in ratio_names]
+            print("| " + " | ".join(cells + [f"{interleave.load_average():.2f}"]) + " |", flush=True)
             for c in contestants:
                 busy_cores.setdefault(c.name, []).append(sum(c.cpu_seconds) / sum(c.wall_seconds))
-            ltjax_info = contestants[0].info
-            compile_rows.append((loss_name, dtype, ltjax_info))
-            for c in contestants:
                 notes[c.name] = c.info
-            print(f"  done: {loss_name} {dtype} (load average {interleave.load_average():.2f})", file=sys.stderr)
+            compile_rows.append((loss_name, dtype, contestants[0].info))
 
-    names = list(frameworks)
-    print()
-    header = ["loss", "dtype"] + [f"{n} img/s (min-max)" for n in names]
-    header += [f"{n} / PyTorch" for n in names if n != "PyTorch" and "PyTorch" in names]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for loss_name, dtype, rates, spreads in throughput_rows:
-        cells = [loss_name, dtype] + [f"{rates[n]:,.0f} ({spreads[n][0]:,.0f}-{spreads[n][1]:,.0f})" for n in names]
-        cells += [f"{rates[n] / rates['PyTorch']:.2f}" for n in names if n != "PyTorch" and "PyTorch" in names]
-        print("| " + " | ".join(cells) + " |")
     print()
     print("| loss | dtype | first train step (s, compile included) | first eval step (s) | compilations after |")
     print("|---|---|---:|---:|---:|")
