@@ -8,11 +8,15 @@ The table gives each case's median and its ratio to `softmax_cross_entropy` at t
 (weights, margins, ...) are computed inside the timed function, as a train step that derives them from the counts
 would.
 
-    python benchmarks/losses.py [--repeats 15] [--calls 20] [--batch 512]
+With PyTorch installed (`pip install -e .[bench]`), a last row times `torch.nn.functional.cross_entropy` forward and
+backward at the same shape, on the same CPU threads, in the same rounds; its ratio is to ltjax's cross-entropy.
+
+    python benchmarks/losses.py [--repeats 15] [--calls 20] [--batch 512] [--no-torch]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 
@@ -22,27 +26,50 @@ import jax.numpy as jnp
 from ltjax.testing import ALL, make_problem
 
 
+TORCH_ROW = "PyTorch cross_entropy"
+
+
 def compiled_step(case, problem):
+    """`() -> result` of one value-and-grad call, and `wait(result)`."""
     step = jax.jit(jax.value_and_grad(lambda z, y: jnp.sum(case(z, y, problem))))
     for _ in range(2):  # compile, then warm up
         jax.block_until_ready(step(problem.logits, problem.labels))
-    return step
+    return (lambda: step(problem.logits, problem.labels)), jax.block_until_ready
 
 
-def seconds_per_call(step, problem, calls: int) -> float:
+def torch_step(problem):
+    import numpy as np
+    import torch
+
+    logits = torch.from_numpy(np.asarray(problem.logits, np.float32)).requires_grad_()
+    labels = torch.from_numpy(np.asarray(problem.labels, np.int64))
+
+    def call():
+        logits.grad = None
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        loss.backward()
+        return loss
+
+    return call, lambda result: None
+
+
+def seconds_per_call(step, calls: int) -> float:
+    call, wait = step
     start = time.perf_counter()
     for _ in range(calls):
-        out = step(problem.logits, problem.labels)
-    jax.block_until_ready(out)
+        out = call()
+    wait(out)
     return (time.perf_counter() - start) / calls
 
 
-def median_times(problem, repeats: int, calls: int) -> dict[str, float]:
+def median_times(problem, repeats: int, calls: int, with_torch: bool) -> dict[str, float]:
     steps = {name: compiled_step(case, problem) for name, case in ALL.items()}
+    if with_torch:
+        steps[TORCH_ROW] = torch_step(problem)
     samples = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            samples[name].append(seconds_per_call(step, problem, calls))
+            samples[name].append(seconds_per_call(step, calls))
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
@@ -52,25 +79,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
+    with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"batch {args.batch}, median of {args.repeats} rounds of {args.calls} calls")
     results = {
-        c: median_times(make_problem(seed=0, batch=args.batch, num_classes=c), args.repeats, args.calls)
+        c: median_times(make_problem(seed=0, batch=args.batch, num_classes=c), args.repeats, args.calls, with_torch)
         for c in args.classes
     }
 
     header = f"| {'loss':32} |" + "".join(f" C={c} ms | ratio |" for c in args.classes)
     print(header)
     print("|" + "-" * 34 + "|" + "---------:|------:|" * len(args.classes))
-    for name in ALL:
+    for name in results[args.classes[0]]:
         cells = ""
         for c in args.classes:
             seconds = results[c][name]
             cells += f" {1e3 * seconds:8.3f} | {seconds / results[c]['softmax_cross_entropy']:5.2f} |"
         print(f"| {name:32} |{cells}")
-    worst = max(results[args.classes[-1]].items(), key=lambda item: item[1])
+    worst = max(((name, seconds) for name, seconds in results[args.classes[-1]].items() if name != TORCH_ROW),
+                key=lambda item: item[1])
     ratio = worst[1] / results[args.classes[-1]]["softmax_cross_entropy"]
     print(f"slowest at C={args.classes[-1]}: {worst[0]} at {ratio:.2f}x cross-entropy")
 

@@ -1,10 +1,13 @@
-"""Tests of `ltjax.models`: parameter counts, shapes, the option-A shortcut, BatchNorm state, heads, bf16.
+"""Tests of `ltjax.models`: parameter counts, shapes, the option-A shortcut, BatchNorm state, the fast formulations
+against the plain ones, heads, bf16.
 
 Speed: on CPU, compiling random-number kernels dominates `init`, so the models are initialised once per module with
 the `rbg` PRNG (several times faster to compile than threefry) and run eagerly; the ResNet-50 and the 224 px
 networks are only traced, with `jax.eval_shape`.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,14 +19,19 @@ from tolerance import assert_close_to_scale
 
 from ltjax.models import (
     MODEL_NAMES,
+    BatchNorm,
     CifarResNet,
+    Conv,
     CosineClassifierHead,
     LinearHead,
     ModelOutput,
     NormedLinearHead,
     create_model,
     option_a_shortcut,
+    residual_relu,
 )
+from ltjax.models import resnet_cifar
+from ltjax.models.convolution import convolve
 
 
 def make_key(seed: int) -> jax.Array:
@@ -272,6 +280,167 @@ def test_eval_mode_is_per_example(resnet32):
     first = model.apply(trained, images[:1], train=False).logits
     # One example alone and within the batch: equal up to the accumulation order, relative to the logits' scale.
     assert_close_to_scale(first[0], full[0], rtol=1e-5)
+
+
+# --- fast formulations against the plain ones ------------------------------------------------------------------
+# `Conv`, `BatchNorm` and `residual_relu` exist for speed (see their docstrings); these tests hold them to what ltjax
+# computed before: Flax's Conv and BatchNorm, and `relu(y + shortcut)`.
+
+
+def flax_batch_norm(train: bool, axis_name, param_dtype, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, param_dtype=param_dtype,
+        axis_name=axis_name if train else None, name=name,
+    )
+
+
+def relu_of_sum(y, shortcut):
+    return nn.relu(y + shortcut)
+
+
+def test_residual_relu_equals_relu_of_sum_exactly():
+    # Ties (y = -shortcut), signed zeros, a sum one ulp above zero, and random values.
+    y = jnp.concatenate([
+        jnp.array([-2.0, -1.0, 0.0, -0.0, 0.5, 1e-30, 3.0, 1.0]),
+        jax.random.normal(jax.random.key(7), (64,)),
+    ])
+    shortcut = jnp.concatenate([
+        jnp.array([1.0, 1.0, 0.0, 0.0, -0.5, 0.0, -1.0, -1.0 + 2.0**-24]),
+        jax.nn.relu(jax.random.normal(jax.random.key(8), (64,))),
+    ])
+    np.testing.assert_array_equal(residual_relu(y, shortcut), relu_of_sum(y, shortcut))
+    weights = jnp.arange(1.0, y.size + 1.0)
+
+    def gradients(fn):
+        return jax.grad(lambda a, b: jnp.sum(weights * fn(a, b)), argnums=(0, 1))(y, shortcut)
+
+    for fast, plain in zip(gradients(residual_relu), gradients(relu_of_sum)):
+        np.testing.assert_array_equal(fast, plain)
+
+
+def batch_norm_outputs_and_gradients(module, variables, x, cotangent, axis_name=None):
+    """(y, batch_stats, d/dx, d/dparams) of `sum(cotangent * module(x))`, over a vmapped device axis if named."""
+
+    def loss(params, x, cotangent):
+        y, updates = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(cotangent * y), (y, updates["batch_stats"])
+
+    def run(x, cotangent):
+        (_, (y, stats)), (d_params, d_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+            variables["params"], x, cotangent)
+        return y, stats, d_x, d_params
+
+    if axis_name is None:
+        return run(x, cotangent)
+    # Two "devices" with half the batch each; the gradients of the shared parameters are summed over them.
+    halves = [a.reshape(2, -1, *a.shape[1:]) for a in (x, cotangent)]
+    y, stats, d_x, d_params = jax.vmap(run, axis_name=axis_name)(*halves)
+    return (y.reshape(x.shape), jax.tree.map(lambda s: s[0], stats), d_x.reshape(x.shape),
+            jax.tree.map(lambda g: g.sum(0), d_params))
+
+
+@pytest.mark.parametrize("train, axis_name", [(True, None), (True, "devices"), (False, None)])
+def test_batch_norm_equals_flax_batch_norm(train, axis_name):
+    keys = jax.random.split(jax.random.key(9), 6)
+    # Channels with means of a few standard deviations, as convolution outputs have.
+    x = 3.0 * jax.random.normal(keys[0], (8, 5, 5, 6)) + jnp.arange(6.0)
+    cotangent = jax.random.normal(keys[1], x.shape)
+    ours = BatchNorm(use_running_average=not train, axis_name=axis_name, momentum=0.9, epsilon=1e-5)
+    theirs = flax_batch_norm(train, axis_name, jnp.float32, name=None)
+    variables = {
+        "params": {"scale": 1.0 + jax.random.uniform(keys[2], (6,)), "bias": jax.random.normal(keys[3], (6,))},
+        "batch_stats": {"mean": jax.random.normal(keys[4], (6,)), "var": 1.0 + jax.random.uniform(keys[5], (6,))},
+    }
+    structure = jax.tree_util.tree_structure
+    assert structure(ours.init(make_key(0), x)) == structure(theirs.init(make_key(0), x)) == structure(variables)
+    fast = batch_norm_outputs_and_gradients(ours, variables, x, cotangent, axis_name)
+    plain = batch_norm_outputs_and_gradients(theirs, variables, x, cotangent, axis_name)
+    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(plain)):
+        assert_close_to_scale(fast_leaf, plain_leaf, rtol=1e-5)
+
+
+def conv_outputs_and_gradients(module, variables, x, cotangent):
+    def loss(params, x):
+        y = module.apply({"params": params}, x)
+        return jnp.sum(cotangent * y.astype(jnp.float32)), y
+
+    (_, y), gradients = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(variables["params"], x)
+    return y, gradients
+
+
+@pytest.mark.parametrize(
+    "batch, strides, dtype",
+    [(48, 1, jnp.float32), (48, 2, jnp.float32), (5, 1, jnp.float32), (32, 1, jnp.bfloat16)],
+)
+def test_conv_equals_flax_conv(batch, strides, dtype):
+    # Batches of 48 and 32 take the chunked kernel gradient (16-example chunks); 5 does not divide and takes one.
+    keys = jax.random.split(jax.random.key(11), 3)
+    x = jax.random.normal(keys[0], (batch, 8, 8, 4))
+    cotangent = jax.random.normal(keys[1], (batch, 8 // strides, 8 // strides, 6))
+    padding = ((1, 1), (1, 1))
+    ours = Conv(6, (3, 3), strides, padding, dtype=dtype)
+    theirs = nn.Conv(6, (3, 3), strides, padding=padding, use_bias=False, dtype=dtype)
+    variables = theirs.init(keys[2], x)
+    assert jax.tree_util.tree_structure(ours.init(keys[2], x)) == jax.tree_util.tree_structure(variables)
+    (fast_y, fast_gradients), (plain_y, plain_gradients) = (
+        jax.jit(functools.partial(conv_outputs_and_gradients, module))(variables, x, cotangent)
+        for module in (ours, theirs)
+    )
+    assert fast_y.dtype == plain_y.dtype == dtype
+    np.testing.assert_array_equal(fast_y, plain_y)
+    rtol = 1e-5 if dtype == jnp.float32 else 2e-2
+    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast_gradients), jax.tree_util.tree_leaves(plain_gradients)):
+        assert_close_to_scale(fast_leaf, plain_leaf, rtol=rtol)
+
+
+@pytest.mark.parametrize("shared_input", [False, True])
+def test_conv_under_vmap_equals_each_member(shared_input):
+    # Ensembles vmap the convolution over kernels (and over inputs when training): on CPU it runs one convolution
+    # per member; each member's output and gradients are those of its own single convolution.
+    members, keys = 3, jax.random.split(jax.random.key(13), 3)
+    x = jax.random.normal(keys[0], (4, 8, 8, 4) if shared_input else (members, 4, 8, 8, 4))
+    cotangent = jax.random.normal(keys[1], (members, 4, 8, 8, 6))
+    kernels = jax.random.normal(keys[2], (members, 3, 3, 4, 6))
+    padding = ((1, 1), (1, 1))
+
+    def output_and_gradients(x, kernel, cotangent):
+        y, vjp = jax.vjp(lambda x, kernel: convolve(x, kernel, (1, 1), padding), x, kernel)
+        return y, vjp(cotangent)
+
+    batched = jax.jit(jax.vmap(output_and_gradients, in_axes=(None if shared_input else 0, 0, 0)))(
+        x, kernels, cotangent)
+    for member in range(members):
+        single = output_and_gradients(x if shared_input else x[member], kernels[member], cotangent[member])
+        for batched_leaf, single_leaf in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(single)):
+            assert_close_to_scale(batched_leaf[member], single_leaf, rtol=1e-5)
+
+
+def test_cifar_resnet_equals_plain_formulation(tiny_cifar_resnet, monkeypatch):
+    model, _, variables = tiny_cifar_resnet
+    images = jax.random.normal(jax.random.key(12), (32, 16, 16, 3))  # two chunks of the kernel gradient
+    weights = jax.random.normal(jax.random.key(10), (32, 5))
+
+    def outputs_and_gradients():
+        def loss(params):
+            (logits, features), updates = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True,
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(weights * logits) + jnp.sum(features), (logits, features, updates)
+
+        # Traced afresh on each call, so the module functions patched below take effect.
+        return jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+
+    fast = outputs_and_gradients()
+    monkeypatch.setattr(resnet_cifar, "conv3x3", functools.partial(
+        nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+        kernel_init=resnet_cifar.kaiming_normal_fan_in))
+    monkeypatch.setattr(resnet_cifar, "batch_norm", flax_batch_norm)
+    monkeypatch.setattr(resnet_cifar, "residual_relu", relu_of_sum)
+    plain = outputs_and_gradients()
+    assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(plain)
+    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(plain)):
+        assert_close_to_scale(fast_leaf, plain_leaf, rtol=1e-4)
 
 
 # --- heads -----------------------------------------------------------------------------------------------------

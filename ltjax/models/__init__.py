@@ -23,6 +23,7 @@ import functools
 
 from flax import linen as nn
 
+from ltjax.models.convolution import Conv
 from ltjax.models.heads import (
     HEAD_NAMES,
     CosineClassifierHead,
@@ -31,8 +32,9 @@ from ltjax.models.heads import (
     NormedLinearHead,
     safe_l2_normalize,
 )
+from ltjax.models.normalization import BatchNorm
 from ltjax.models.resnet import BasicBlock, Bottleneck, ResNet
-from ltjax.models.resnet_cifar import CifarBasicBlock, CifarResNet, option_a_shortcut
+from ltjax.models.resnet_cifar import CifarBasicBlock, CifarResNet, option_a_shortcut, residual_relu
 
 _ARCHITECTURES = {
     # ResNet-8: the CIFAR design with one block per stage, for quick runs on tiny images (the digits default).
@@ -74,9 +76,11 @@ __all__ = [
     "HEAD_NAMES",
     "MODEL_NAMES",
     "BasicBlock",
+    "BatchNorm",
     "Bottleneck",
     "CifarBasicBlock",
     "CifarResNet",
+    "Conv",
     "CosineClassifierHead",
     "LinearHead",
     "ModelOutput",
@@ -84,5 +88,6 @@ __all__ = [
     "ResNet",
     "create_model",
     "option_a_shortcut",
+    "residual_relu",
     "safe_l2_normalize",
 ]

@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from ltjax.models.convolution import Conv
 from ltjax.models.heads import ModelOutput, pytorch_linear_kernel_init
-from ltjax.models.resnet_cifar import batch_norm, stages_and_head
+from ltjax.models.normalization import BatchNorm
+from ltjax.models.resnet_cifar import batch_norm, residual_relu, stages_and_head
 
 # torchvision ResNet: `nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")` on every conv.
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -49,14 +51,13 @@ class _ResidualBlock(nn.Module):
     expansion = 1
 
     @nn.nowrap
-    def conv(self, features: int, kernel: int, strides: int = 1, *, name: str) -> nn.Conv:
+    def conv(self, features: int, kernel: int, strides: int = 1, *, name: str) -> Conv:
         padding = (kernel - 1) // 2
-        return nn.Conv(
+        return Conv(
             features,
             (kernel, kernel),
             strides=strides,
             padding=((padding, padding), (padding, padding)),
-            use_bias=False,
             kernel_init=kaiming_normal_fan_out,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
@@ -64,7 +65,7 @@ class _ResidualBlock(nn.Module):
         )
 
     @nn.nowrap
-    def norm(self, train: bool, *, name: str) -> nn.BatchNorm:
+    def norm(self, train: bool, *, name: str) -> BatchNorm:
         return batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name=name)
 
     @nn.nowrap
@@ -95,7 +96,7 @@ class BasicBlock(_ResidualBlock):
         y = nn.relu(self.norm(train, name="bn1")(y))
         y = self.conv(self.channels, 3, name="conv2")(y)
         y = self.norm(train, name="bn2")(y)
-        return nn.relu(y + self.shortcut(x, train))
+        return residual_relu(y, self.shortcut(x, train))
 
 
 class Bottleneck(_ResidualBlock):
@@ -119,7 +120,7 @@ class Bottleneck(_ResidualBlock):
         y = nn.relu(self.norm(train, name="bn2")(y))
         y = self.conv(self.channels * self.expansion, 1, name="conv3")(y)
         y = self.norm(train, name="bn3")(y)
-        return nn.relu(y + self.shortcut(x, train))
+        return residual_relu(y, self.shortcut(x, train))
 
 
 class ResNet(nn.Module):
@@ -159,9 +160,8 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> ModelOutput:
         stem_conv = functools.partial(
-            nn.Conv,
+            Conv,
             self.stage_channels[0],
-            use_bias=False,
             kernel_init=kaiming_normal_fan_out,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
