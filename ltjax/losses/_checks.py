@@ -61,13 +61,16 @@ def check_counts(class_counts: jax.Array, name: str = "class_counts") -> None:
     """Checks a count vector's shape, and its values: every class needs a finite count >= 1 example.
 
     Concrete counts (the usual case: constants of the step) are checked here, at trace time. Traced counts (passed
-    into `jit`, or swept under `vmap`) are checked when the computation runs, by a host callback that raises the
-    same ValueError, so an invalid count is an error there too, never a silent NaN or inf.
+    into `jit`, closed over by a jitted function, or swept under `vmap`) are checked when the computation runs: on
+    the device, and only when a count is invalid does a host callback raise the same ValueError, so an invalid count
+    is an error there too, never a silent NaN or inf, and valid counts cost no host round trip.
     """
     if jnp.ndim(class_counts) != 1 or jnp.shape(class_counts)[0] < 1:
         raise ValueError(f"{name} must be a non-empty 1-D vector [C], got shape {jnp.shape(class_counts)}")
     if isinstance(class_counts, jax.core.Tracer):
-        jax.debug.callback(functools.partial(_raise_if_invalid_counts, name=name), class_counts)
+        valid = jnp.all(jnp.isfinite(class_counts) & (class_counts > 0))
+        report = functools.partial(_raise_if_invalid_counts, name=name)
+        jax.lax.cond(valid, lambda counts: None, lambda counts: jax.debug.callback(report, counts), class_counts)
         return
     _raise_if_invalid_counts(class_counts, name=name)
 
