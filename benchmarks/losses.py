@@ -5,8 +5,9 @@ For each number of classes C in {10, 100, 1000} and a batch of 512, every case o
 back-to-back calls (dispatch is asynchronous, so this measures the computation rather than Python overhead); the
 cases are interleaved within each of `--repeats` rounds so that drift in the machine's load hits them all alike.
 The table gives each case's median and its ratio to `softmax_cross_entropy` at the same C. The per-class vectors
-(weights, margins, ...) are computed inside the timed function, as a train step that derives them from the counts
-would.
+(weights, margins, ...) are computed inside the timed function from NumPy counts, as ltjax's train step derives them
+from its constant counts (counts that are traced, e.g. a `jax.Array` closed over by a jitted function, add a run-time
+check on the device: about 35 us per call on the 2-core development CPU).
 
 With PyTorch installed (`pip install -e .[bench]`), a last row times `torch.nn.functional.cross_entropy` forward and
 backward at the same shape, on the same CPU threads, in the same rounds; its ratio is to ltjax's cross-entropy.
@@ -16,17 +17,23 @@ backward at the same shape, on the same CPU threads, in the same rounds; its rat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltjax.testing import ALL, make_problem
 
 
 TORCH_ROW = "PyTorch cross_entropy"
+
+
+def numpy_counts(problem):
+    return dataclasses.replace(problem, counts=np.asarray(problem.counts))
 
 
 def compiled_step(case, problem):
@@ -38,11 +45,10 @@ def compiled_step(case, problem):
 
 
 def torch_step(problem):
-    import numpy as np
     import torch
 
-    logits = torch.from_numpy(np.asarray(problem.logits, np.float32)).requires_grad_()
-    labels = torch.from_numpy(np.asarray(problem.labels, np.int64))
+    logits = torch.from_numpy(np.array(problem.logits, np.float32)).requires_grad_()
+    labels = torch.from_numpy(np.array(problem.labels, np.int64))
 
     def call():
         logits.grad = None
@@ -86,7 +92,7 @@ def main() -> None:
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"batch {args.batch}, median of {args.repeats} rounds of {args.calls} calls")
     results = {
-        c: median_times(make_problem(seed=0, batch=args.batch, num_classes=c), args.repeats, args.calls, with_torch)
+        c: median_times(numpy_counts(make_problem(seed=0, batch=args.batch, num_classes=c)), args.repeats, args.calls, with_torch)
         for c in args.classes
     }
 

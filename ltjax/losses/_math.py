@@ -18,6 +18,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltjax.losses._checks import check_logits_and_labels
 
@@ -36,9 +37,16 @@ def as_compute(x) -> jax.Array:
     return x.astype(compute_dtype(x))
 
 
-def like(x, reference) -> jax.Array | None:
-    """`x` (a per-class input or hyper-parameter of a loss) in the compute dtype of `reference` (the logits)."""
-    return None if x is None else jnp.asarray(x).astype(compute_dtype(reference))
+def like(x, reference) -> jax.Array | np.ndarray | None:
+    """`x` (a per-class input or hyper-parameter of a loss) in the compute dtype of `reference` (the logits).
+
+    NumPy and Python values stay NumPy constants (under `jit` a `jnp` conversion would be staged, a tracer), so the
+    checks of their values still run once, at trace time, instead of on the device at every call."""
+    if x is None:
+        return None
+    if isinstance(x, (np.ndarray, np.generic, int, float)):
+        return np.asarray(x, compute_dtype(reference))
+    return jnp.asarray(x).astype(compute_dtype(reference))
 
 
 def log_probs(logits: jax.Array) -> jax.Array:
@@ -108,7 +116,7 @@ def power_of_nonnegative(base: jax.Array, exponent: jax.Array | float) -> jax.Ar
     1 for `g = 0` and 0 otherwise; gradient 0).
     """
     positive = base > 0
-    if isinstance(exponent, (int, float)) and float(exponent).is_integer():
+    if not isinstance(exponent, jax.core.Tracer) and np.ndim(exponent) == 0 and float(exponent).is_integer():
         exponent = int(exponent)  # lax.integer_pow: multiplications instead of exp(g * log(b))
     powered = jnp.power(jnp.where(positive, base, 1.0), exponent)
     return jnp.where(positive, powered, jnp.where(jnp.asarray(exponent) == 0, 1.0, 0.0))
