@@ -29,3 +29,12 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout on dev and CI machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_root(shared_data) -> pathlib.Path:
+    """The real `tiny-imagenet-200` copy (official layout, IF-100 training subset, complete val folder)."""
+    root = shared_data / "tiny-imagenet-200"
+    if not root.is_dir():
+        pytest.skip(f"Tiny ImageNet copy {root} is absent")
+    return root

@@ -47,14 +47,6 @@ def blank_keeping_sizes(paths) -> None:
         path.write_bytes(bytes(path.stat().st_size))
 
 
-@pytest.fixture(scope="module")
-def real_root(shared_data) -> pathlib.Path:
-    root = shared_data / "tiny-imagenet-200"
-    if not root.is_dir():
-        pytest.skip(f"Tiny ImageNet copy {root} is absent")
-    return root
-
-
 def test_file_split_is_cached_once_and_reused(tmp_path):
     paths = write_images(tmp_path / "images", [(12, 10)] * 6)
     files = file_split(paths)
@@ -114,9 +106,9 @@ def test_missing_files_are_all_named_before_decoding(tmp_path):
     assert cache_files(tmp_path / "cache") == []
 
 
-def test_undecodable_and_odd_sized_real_jpegs_fail_together(real_root, tmp_path):
+def test_undecodable_and_odd_sized_real_jpegs_fail_together(tiny_imagenet_root, tmp_path):
     """Real Tiny ImageNet JPEGs, copied: one truncated, one re-encoded at 64x48, one not an image at all."""
-    originals = sorted((real_root / "val" / "images").glob("val_1*.JPEG"))[:8]
+    originals = sorted((tiny_imagenet_root / "val" / "images").glob("val_1*.JPEG"))[:8]
     paths = [pathlib.Path(shutil.copy(path, tmp_path / path.name)) for path in originals]
     paths[2].write_bytes(paths[2].read_bytes()[:300])
     with Image.open(paths[5]) as image:
@@ -282,8 +274,8 @@ def test_an_interrupted_build_is_rebuilt(tmp_path):
         cache.load_cache(file_split(paths), tmp_path / "missing.npy")
 
 
-def test_real_tiny_imagenet_test_split_is_cached_and_checked(real_root, tmp_path):
-    test = load_tiny_imagenet(real_root, "test")
+def test_real_tiny_imagenet_test_split_is_cached_and_checked(tiny_imagenet_root, tmp_path):
+    test = load_tiny_imagenet(tiny_imagenet_root, "test")
     prepared = prepare_split(test, cache_dir=tmp_path, name="tiny_imagenet-test", image_shape=(64, 64, 3))
     assert prepared.images.shape == (10_000, 64, 64, 3)
     for index in (0, 4_321, 9_999):

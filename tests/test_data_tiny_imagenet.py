@@ -11,25 +11,17 @@ from ltjax.data.tiny_imagenet import load_tiny_imagenet
 
 
 @pytest.fixture(scope="module")
-def real_root(shared_data) -> pathlib.Path:
-    root = shared_data / "tiny-imagenet-200"
-    if not root.is_dir():
-        pytest.skip(f"Tiny ImageNet copy {root} is absent")
-    return root
+def real_train(tiny_imagenet_root):
+    return load_tiny_imagenet(tiny_imagenet_root, "train", imbalance_factor=100)
 
 
 @pytest.fixture(scope="module")
-def real_train(real_root):
-    return load_tiny_imagenet(real_root, "train", imbalance_factor=100)
+def real_test(tiny_imagenet_root):
+    return load_tiny_imagenet(tiny_imagenet_root, "test")
 
 
-@pytest.fixture(scope="module")
-def real_test(real_root):
-    return load_tiny_imagenet(real_root, "test")
-
-
-def test_real_train_is_the_if100_subset(real_root, real_train):
-    wnids = sorted((real_root / "wnids.txt").read_text().split())
+def test_real_train_is_the_if100_subset(tiny_imagenet_root, real_train):
+    wnids = sorted((tiny_imagenet_root / "wnids.txt").read_text().split())
     assert real_train.class_names == tuple(wnids)
     assert real_train.num_classes == 200
     counts = np.bincount(real_train.labels, minlength=200)
@@ -42,13 +34,13 @@ def test_real_train_is_the_if100_subset(real_root, real_train):
     assert class_1 == [f"{wnids[1]}_{k}.JPEG" for k in range(488)]
 
 
-def test_real_test_is_the_official_val_folder(real_root, real_test):
+def test_real_test_is_the_official_val_folder(tiny_imagenet_root, real_test):
     assert len(real_test) == 10_000
     np.testing.assert_array_equal(np.bincount(real_test.labels, minlength=200), np.full(200, 50))
-    wnids = sorted((real_root / "wnids.txt").read_text().split())
+    wnids = sorted((tiny_imagenet_root / "wnids.txt").read_text().split())
     # The first lines of val_annotations.txt, and the classes' positions in sorted wnid order.
     for index, wnid in [(0, "n03444034"), (1, "n04067472"), (2, "n04070727")]:
-        assert real_test.paths[index] == real_root / "val" / "images" / f"val_{index}.JPEG"
+        assert real_test.paths[index] == tiny_imagenet_root / "val" / "images" / f"val_{index}.JPEG"
         assert real_test.labels[index] == wnids.index(wnid)
         assert real_test.class_names[real_test.labels[index]] == wnid
 
@@ -60,16 +52,16 @@ def test_real_images_decode_to_64x64_rgb(real_train, real_test):
         assert label == source.labels[index]
 
 
-def test_real_copy_refuses_if10_naming_the_short_class(real_root):
+def test_real_copy_refuses_if10_naming_the_short_class(tiny_imagenet_root):
     # IF 10 needs n01629819_0 .. _493 for class 1; the IF-100 copy stops at _487.
     with pytest.raises(ValueError, match=r"class 1 \(n01629819\) lacks 6 of the 494 .*imbalance_factor=10") as error:
-        load_tiny_imagenet(real_root, "train", imbalance_factor=10)
+        load_tiny_imagenet(tiny_imagenet_root, "train", imbalance_factor=10)
     assert "full dataset" in str(error.value)
 
 
-def test_real_copy_has_no_heldout_images(real_root):
+def test_real_copy_has_no_heldout_images(tiny_imagenet_root):
     with pytest.raises(ValueError, match=r"class 1 \(n01629819\) lacks .*validation_per_class=20"):
-        load_tiny_imagenet(real_root, "val", validation_per_class=20)
+        load_tiny_imagenet(tiny_imagenet_root, "val", validation_per_class=20)
 
 
 def _fake_tiny_imagenet(root: pathlib.Path, wnids, images_per_class: int) -> pathlib.Path:

@@ -54,7 +54,9 @@ def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path,
     capsys.readouterr()
     assert table_main.main(arguments) == 0  # resumes: every group is finished
     assert capsys.readouterr().out.count("is finished") == 3
-    assert json.loads((tmp_path / "out" / "table.json").read_text())["training_seconds"] == 0.0
+    resumed = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert resumed["training_seconds"] == 0.0  # nothing trained again; the groups' logged time still counts
+    assert resumed["total_training_seconds"] == table["total_training_seconds"] > 0
 
 
 def test_groups_respect_the_largest_ensemble(tmp_path):
@@ -73,6 +75,6 @@ def test_diverged_cells_are_counted_and_left_out_of_the_statistics():
                                                                    ("top1_accuracy", "many_shot_accuracy",
                                                                     "medium_shot_accuracy", "few_shot_accuracy")}},
              {"row": "CE", "seed": 2, "workdir": "c", "diverged": {"global_step": 3}}]
-    row = summarize(table, {"cells": cells, "seconds": 0.0, "groups": 1})["rows"][0]
+    row = summarize(table, {"cells": cells, "seconds": 0.0, "total_seconds": 0.0, "groups": 1})["rows"][0]
     assert row["diverged"] == 1 and row["metrics"]["top1_accuracy"]["mean"] == 55.0
     np.testing.assert_allclose(row["metrics"]["top1_accuracy"]["std"], np.std([50.0, 60.0], ddof=1))

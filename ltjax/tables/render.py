@@ -54,6 +54,7 @@ def summarize(table: Table, results: dict) -> dict:
         "notes": table.notes,
         "rows": rows,
         "training_seconds": results["seconds"],
+        "total_training_seconds": results["total_seconds"],
         "groups": results["groups"],
     }
 

@@ -42,6 +42,15 @@ class Group:
         return all((self.member_dir(k) / "report.json").exists() or (self.member_dir(k) / "diverged.json").exists()
                    for k in range(len(self.cells)))
 
+    def training_seconds(self) -> float:
+        """The group's epochs' wall time as its log records it (compilation included), whenever they ran."""
+        def logged(member: int) -> float:
+            log = self.member_dir(member) / "log.jsonl"
+            lines = log.read_text().splitlines() if log.exists() else []
+            return sum(json.loads(line)["seconds"] for line in lines)
+
+        return max(logged(member) for member in range(len(self.cells)))
+
 
 def _head(config: ml_collections.ConfigDict) -> str:
     return config.model.head or methods.get(config.loss.name).head
@@ -86,7 +95,7 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
 
     Returns:
       `{"cells": [{"row", "seed", "workdir", "metrics" (percent) or "diverged"}...], "seconds": training time of the
-      groups run now, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
+      groups run now, "total_seconds": the logged training time of every group, whenever it ran, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
     """
     groups = plan_groups(table, pathlib.Path(root), max_members)
     seconds = 0.0
@@ -112,4 +121,5 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
             results.append(result)
     configs = [cell.config for group in groups for cell in group.cells]
     return {"cells": results, "seconds": seconds, "groups": len(groups),
+            "total_seconds": sum(group.training_seconds() for group in groups),
             "fingerprint": schema.ensemble_fingerprint(configs)[:12]}
