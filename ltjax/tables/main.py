@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     summary["wall_seconds"] = elapsed
     summary["fingerprint"] = results["fingerprint"]
     command = shlex.join(["ltjax-table", *(argv if argv is not None else sys.argv[1:])])
-    runtime = (f"{results['total_seconds'] / 60:.1f} min training {results['groups']} ensemble groups in all, as their "
-               f"logs record it; this command: {elapsed / 60:.1f} min wall, {results['seconds'] / 60:.1f} min of it "
+    runtime = (f"{results['total_seconds'] / 60:.1f} min training {results['groups']} ensemble groups in all, "
+               f"whenever they ran; this command: {elapsed / 60:.1f} min wall, {results['seconds'] / 60:.1f} min of it "
                "training the groups that were not finished")
     (out / "table.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "table.md").write_text(render.markdown(summary, command=command, runtime=runtime))

@@ -43,13 +43,28 @@ class Group:
                    for k in range(len(self.cells)))
 
     def training_seconds(self) -> float:
-        """The group's epochs' wall time as its log records it (compilation included), whenever they ran."""
+        """The group's training time, whenever it ran: the wall time `run_table` recorded (set-up, compilation and
+        evaluation included), else the epochs' time its logs record."""
+        if self.seconds_file.exists():
+            return json.loads(self.seconds_file.read_text())["seconds"]
+
         def logged(member: int) -> float:
             log = self.member_dir(member) / "log.jsonl"
             lines = log.read_text().splitlines() if log.exists() else []
             return sum(json.loads(line)["seconds"] for line in lines)
 
         return max(logged(member) for member in range(len(self.cells)))
+
+    def add_seconds(self, seconds: float) -> None:
+        """Adds a run's wall time to the group's record (an interrupted group's time adds up over its runs)."""
+        if not self.workdir.is_dir():  # the run stopped before it made its workdir
+            return
+        previous = json.loads(self.seconds_file.read_text())["seconds"] if self.seconds_file.exists() else 0.0
+        self.seconds_file.write_text(json.dumps({"seconds": previous + seconds}) + "\n")
+
+    @property
+    def seconds_file(self) -> pathlib.Path:
+        return self.workdir / "table_seconds.json"
 
 
 def _head(config: ml_collections.ConfigDict) -> str:
@@ -95,7 +110,7 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
 
     Returns:
       `{"cells": [{"row", "seed", "workdir", "metrics" (percent) or "diverged"}...], "seconds": training time of the
-      groups run now, "total_seconds": the logged training time of every group, whenever it ran, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
+      groups run now, "total_seconds": the training time of every group, whenever it ran, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
     """
     groups = plan_groups(table, pathlib.Path(root), max_members)
     seconds = 0.0
@@ -106,7 +121,10 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
             continue
         say(f"group {index + 1}/{len(groups)}: {len(group.cells)} members ({', '.join(labels)}) in {group.workdir}")
         started = time.perf_counter()
-        train_ensemble([cell.config for cell in group.cells], group.workdir, say=say)
+        try:
+            train_ensemble([cell.config for cell in group.cells], group.workdir, say=say)
+        finally:
+            group.add_seconds(time.perf_counter() - started)
         seconds += time.perf_counter() - started
     results = []
     for group in groups:
