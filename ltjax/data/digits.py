@@ -18,7 +18,6 @@ split, so `n_max=120` leaves it 28 to draw validation images from. All three spl
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from ltjax.data.longtail import longtail_counts
 from ltjax.data.source import ArraySource
@@ -43,6 +42,9 @@ def digits_source() -> tuple[ArraySource, tuple[str, ...]]:
     Returns:
       `(source, image_ids)`: uint8 `[1797, 8, 8, 3]` images with labels 0-9, and the id of each image.
     """
+    # Imported here: scikit-learn takes seconds to import, and only runs on the digits read it.
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     grey = np.rint(digits.images * (255.0 / _MAX_GREY_LEVEL)).astype(np.uint8)
     images = np.repeat(grey[..., None], 3, axis=-1)

@@ -17,6 +17,7 @@ untouched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -235,11 +236,14 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
             seed=jnp.asarray(configs[member].seed, jnp.int32),
         )
 
+    # One compiled program: initialised eagerly, every initialiser would compile and run on its own (a hundred small
+    # programs for a ResNet, seconds at every start). It runs once per run, so it is compiled without XLA's
+    # optimisations, which take seconds on the random-number generators and change the values only by rounding.
+    # Outputs of a jitted function own their buffers, as the train step, which donates the state, needs.
+    @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
     def init_state() -> TrainState:
-        state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *map(init_member, range(len(configs)))) \
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *map(init_member, range(len(configs)))) \
             if ensemble else init_member(0)
-        # The train step donates the state: every leaf must own its buffer (initialisers may share one zeros array).
-        return jax.tree.map(jnp.array, state)
 
     member_map = jax.vmap if ensemble else (lambda fn, **_: fn)
     train_step = data_parallel(

@@ -251,9 +251,10 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, ext
             if member is not None:
                 (run.member_dir(member) / "config.json").write_text(json.dumps(record, indent=1, sort_keys=True))
         accepted = (fingerprint,) if previous is None else (fingerprint, _fingerprint_of(previous))
-        state = checkpointer.restore(trainer.init_state(), accepted, say=say)
+        fresh = trainer.init_state()
+        state = checkpointer.restore(fresh, accepted, say=say)
         if state is None:
-            state = start_from_first_stage(trainer.init_state(), trainer, say=say)
+            state = start_from_first_stage(fresh, trainer, say=say)
         try:
             state = _epochs(run, state, max_steps)
         finally:
