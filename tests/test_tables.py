@@ -17,21 +17,20 @@ def get_table():
         overrides={"num_epochs": 2, "progress_bar": False},
         rows=(Row("CE", {"name": "ce"}), Row("LA", {"name": "la", "tau": 0.5}, paper={"top1_accuracy": 43.89},
                                                source="Menon et al."),
-              Row("LDAM-DRW", {"name": "ldam_drw"}),
               Row("CE + cRT", {"name": "crt"}, overrides={"dataset.sampler": "class_balanced"}, after="CE")),
         seeds=(0, 1),
     )
 '''
 
 
-def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path, capsys):
+def test_a_table_trains_its_groups_summarises_them_and_is_not_trained_again(tmp_path, capsys):
     spec = tmp_path / "tiny.py"
     spec.write_text(SPEC)
     arguments = [str(spec), "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     assert table_main.main(arguments) == 0
     table = json.loads((tmp_path / "out" / "table.json").read_text())
-    # CE and LA share the linear head; LDAM-DRW trains on its own (normed) head; cRT after CE, from its cells.
-    assert table["groups"] == 3
+    # CE and LA share one ensemble; cRT trains after CE, from its cells.
+    assert table["groups"] == 2
     rows = {row["label"]: row for row in table["rows"]}
     for label, row in rows.items():
         top1 = [cell["metrics"]["top1_accuracy"] for cell in row["cells"]]
@@ -40,7 +39,7 @@ def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path,
         for cell in row["cells"]:  # every cell keeps its workdir with the member's own config
             config = json.loads((tmp_path / cell["workdir"] / "config.json").read_text())
             assert config["seed"] == cell["seed"] and config["loss"]["name"] == {
-                "CE": "ce", "LA": "la", "LDAM-DRW": "ldam_drw", "CE + cRT": "crt"}[label]
+                "CE": "ce", "LA": "la", "CE + cRT": "crt"}[label]
     crt_cells = {cell["seed"]: cell for cell in rows["CE + cRT"]["cells"]}
     for cell in rows["CE"]["cells"]:  # each cRT cell starts from the CE cell of its seed
         crt_config = json.loads((tmp_path / crt_cells[cell["seed"]]["workdir"] / "config.json").read_text())
@@ -53,10 +52,25 @@ def test_cells_group_by_head_and_a_finished_table_is_not_trained_again(tmp_path,
     assert (tmp_path / "out" / "table.png").stat().st_size > 0
     capsys.readouterr()
     assert table_main.main(arguments) == 0  # resumes: every group is finished
-    assert capsys.readouterr().out.count("is finished") == 3
+    assert capsys.readouterr().out.count("is finished") == 2
     resumed = json.loads((tmp_path / "out" / "table.json").read_text())
     assert resumed["training_seconds"] == 0.0  # nothing trained again; the groups' logged time still counts
     assert resumed["total_training_seconds"] == table["total_training_seconds"] > 0
+
+
+def test_cells_group_by_what_their_programs_share(tmp_path):
+    table = Table(name="t", title="t", recipe="ltjax/configs/digits.py", seeds=(0, 1), rows=(
+        Row("CE", {"name": "ce"}), Row("LA", {"name": "la"}), Row("LDAM-DRW", {"name": "ldam_drw"}),
+        Row("KPS", {"name": "kps"}), Row("IB", {"name": "ib"}, overrides={"optimizer.lr_decay": ((0.5, 0.01),)}),
+        Row("CE + cRT", {"name": "crt"}, overrides={"dataset.sampler": "class_balanced"}, after="CE")))
+    groups = plan_groups(table, tmp_path, max_members=64)
+    # The linear head (CE, LA), the normed head (LDAM-DRW, KPS), IB's own schedule, and cRT after CE's cells.
+    assert [sorted({cell.row.label for cell in group.cells}) for group in groups] == [
+        ["CE", "LA"], ["KPS", "LDAM-DRW"], ["IB"], ["CE + cRT"]]
+    assert [group.workdir.name.split("-")[0] for group in groups] == ["linear", "normed", "linear", "linear"]
+    ce_dirs = {cell.seed: str(groups[0].member_dir(member)) for member, cell in enumerate(groups[0].cells)
+               if cell.row.label == "CE"}
+    assert {cell.seed: cell.config.loss.init_from for cell in groups[3].cells} == ce_dirs
 
 
 def test_groups_respect_the_largest_ensemble(tmp_path):

@@ -141,19 +141,6 @@ def test_every_recipe_resolves_and_binds_for_every_dataset(recipe):
 # --- runs of the real loop ------------------------------------------------------------------------------------
 
 
-def test_interrupted_run_resumes_to_the_same_report(tmp_path):
-    config = digits_config(("loss.name", "ffds"), ("num_epochs", "3"), ("checkpoint_every_steps", "3"))
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train_and_evaluate(config, straight, say=lambda _: None)
-    # Stop mid-epoch (7 steps per epoch), after a mid-epoch checkpoint, then resume twice more.
-    assert train_and_evaluate(config, interrupted, max_steps=10, say=lambda _: None) is None
-    assert train_and_evaluate(config, interrupted, max_steps=17, say=lambda _: None) is None
-    report = train_and_evaluate(config, interrupted, say=lambda _: None)
-    assert report is not None and (interrupted / "report.json").read_text() == (straight / "report.json").read_text()
-    logged = [line for line in (interrupted / "log.jsonl").read_text().splitlines()]
-    assert len(logged) == 3  # one line per epoch, although epochs 1 and 2 were interrupted
-
-
 def test_report_carries_class_names_and_training_counts(tmp_path):
     report = train_and_evaluate(digits_config(("num_epochs", "1")), tmp_path, say=lambda _: None)
     assert report["class_names"] == [str(digit) for digit in range(10)]
