@@ -85,9 +85,8 @@ def focal_loss(
     num_classes = logits.shape[-1]
     if class_weights is not None:
         check_class_vector(class_weights, num_classes, "class_weights")
-    log_probs = _math.log_probs(logits)
-    log_prob_true = _math.take_true_class(log_probs, labels)
-    one_minus_p = jnp.exp(_math.log_complement(log_probs, labels))
+    log_prob_true, log_complement = _math.log_prob_and_complement(logits, labels)
+    one_minus_p = jnp.exp(log_complement)
     modulator = _math.power_of_nonnegative(one_minus_p, _math.like(gamma, logits))
     if stop_gradient_modulator:
         modulator = jax.lax.stop_gradient(modulator)

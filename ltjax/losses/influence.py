@@ -71,12 +71,11 @@ def influence_balanced_loss(
     check_class_vector(class_counts, num_classes, "class_counts")
     check_same_batch_shape(feature_norms, labels, "feature_norms")
     check_choice(variant, INFLUENCE_BALANCED_VARIANTS, "variant")
-    log_probs = _math.log_probs(logits)
     # ||p - onehot(y)||_1 = 2 (1 - p_y) from the other classes' probabilities, and CE = -log p_y from it: both keep
     # their precision as p_y -> 1, where the influence term ~ 1 / (1 - p_y) multiplies the tiny cross-entropy.
-    log_complement = _math.log_complement(log_probs, labels)
+    log_prob_true, log_complement = _math.log_prob_and_complement(logits, labels)
     one_minus_p = jnp.exp(log_complement)
-    log_prob_true = _math.log_prob_from_complement(_math.take_true_class(log_probs, labels), log_complement)
+    log_prob_true = _math.log_prob_from_complement(log_prob_true, log_complement)
     alpha, epsilon = _math.like(alpha, logits), _math.like(epsilon, logits)
     influence = alpha / (2.0 * one_minus_p * _math.like(feature_norms, logits) + epsilon)
     if stop_gradient_influence:
