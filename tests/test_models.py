@@ -2,8 +2,8 @@
 against the plain ones, heads, bf16.
 
 Speed: on CPU, compiling random-number kernels dominates `init`, so the models are initialised once per module with
-the `rbg` PRNG (several times faster to compile than threefry) and run eagerly; the ResNet-50 and the 224 px
-networks are only traced, with `jax.eval_shape`.
+the `rbg` PRNG (several times faster to compile than threefry) and run eagerly, and inputs are drawn by NumPy; the
+ResNet-50 and the 224 px networks are only traced, with `jax.eval_shape`.
 """
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ from ltjax.models.convolution import convolve
 
 def make_key(seed: int) -> jax.Array:
     return jax.random.key(seed, impl="rbg")
+
+
+def normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
+    """Standard-normal float32 inputs drawn by NumPy: no random-number kernel to compile per shape."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def uniform(seed: int, shape: tuple[int, ...]) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).uniform(size=shape), jnp.float32)
 
 
 def num_params(params) -> int:
@@ -90,7 +99,7 @@ def resnet10_param_count(num_classes: int) -> int:
 @pytest.fixture(scope="module")
 def resnet32():
     model = create_model("resnet32", num_classes=10)
-    images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    images = normal(1, (2, 32, 32, 3))
     variables = model.init(make_key(0), images, train=False)
     return model, images, variables
 
@@ -99,7 +108,7 @@ def resnet32():
 def tiny_cifar_resnet():
     """ResNet-8 (one block per stage): the ResNet-32 code path at a quarter of the cost."""
     model = CifarResNet(num_classes=5, blocks_per_stage=(1, 1, 1))
-    images = jax.random.normal(jax.random.key(2), (2, 16, 16, 3))
+    images = normal(2, (2, 16, 16, 3))
     variables = model.init(make_key(0), images, train=False)
     return model, images, variables
 
@@ -176,7 +185,7 @@ def test_resnet32_outputs(resnet32):
 
 def test_resnet10_small_input_forward():
     model = create_model("resnet10", num_classes=3, small_input=True)
-    images = jax.random.normal(jax.random.key(3), (1, 32, 32, 3))
+    images = normal(3, (1, 32, 32, 3))
     # Under jit: one compilation is cheaper than the op-by-op compilations of an eager run of this size.
     variables = jax.jit(lambda key: model.init(key, images, train=False))(make_key(0))
     (logits, features), updates = jax.jit(
@@ -302,11 +311,11 @@ def test_residual_relu_equals_relu_of_sum_exactly():
     # Ties (y = -shortcut), signed zeros, a sum one ulp above zero, and random values.
     y = jnp.concatenate([
         jnp.array([-2.0, -1.0, 0.0, -0.0, 0.5, 1e-30, 3.0, 1.0]),
-        jax.random.normal(jax.random.key(7), (64,)),
+        normal(7, (64,)),
     ])
     shortcut = jnp.concatenate([
         jnp.array([1.0, 1.0, 0.0, 0.0, -0.5, 0.0, -1.0, -1.0 + 2.0**-24]),
-        jax.nn.relu(jax.random.normal(jax.random.key(8), (64,))),
+        jax.nn.relu(normal(8, (64,))),
     ])
     np.testing.assert_array_equal(residual_relu(y, shortcut), relu_of_sum(y, shortcut))
     weights = jnp.arange(1.0, y.size + 1.0)
@@ -341,15 +350,14 @@ def batch_norm_outputs_and_gradients(module, variables, x, cotangent, axis_name=
 
 @pytest.mark.parametrize("train, axis_name", [(True, None), (True, "devices"), (False, None)])
 def test_batch_norm_equals_flax_batch_norm(train, axis_name):
-    keys = jax.random.split(jax.random.key(9), 6)
     # Channels with means of a few standard deviations, as convolution outputs have.
-    x = 3.0 * jax.random.normal(keys[0], (8, 5, 5, 6)) + jnp.arange(6.0)
-    cotangent = jax.random.normal(keys[1], x.shape)
+    x = 3.0 * normal(90, (8, 5, 5, 6)) + jnp.arange(6.0)
+    cotangent = normal(91, x.shape)
     ours = BatchNorm(use_running_average=not train, axis_name=axis_name, momentum=0.9, epsilon=1e-5)
     theirs = flax_batch_norm(train, axis_name, jnp.float32, name=None)
     variables = {
-        "params": {"scale": 1.0 + jax.random.uniform(keys[2], (6,)), "bias": jax.random.normal(keys[3], (6,))},
-        "batch_stats": {"mean": jax.random.normal(keys[4], (6,)), "var": 1.0 + jax.random.uniform(keys[5], (6,))},
+        "params": {"scale": 1.0 + uniform(92, (6,)), "bias": normal(93, (6,))},
+        "batch_stats": {"mean": normal(94, (6,)), "var": 1.0 + uniform(95, (6,))},
     }
     structure = jax.tree_util.tree_structure
     assert structure(ours.init(make_key(0), x)) == structure(theirs.init(make_key(0), x)) == structure(variables)
@@ -374,14 +382,13 @@ def conv_outputs_and_gradients(module, variables, x, cotangent):
 )
 def test_conv_equals_flax_conv(batch, strides, dtype):
     # Batches of 48 and 32 take the chunked kernel gradient (16-example chunks); 5 does not divide and takes one.
-    keys = jax.random.split(jax.random.key(11), 3)
-    x = jax.random.normal(keys[0], (batch, 8, 8, 4))
-    cotangent = jax.random.normal(keys[1], (batch, 8 // strides, 8 // strides, 6))
+    x = normal(110, (batch, 8, 8, 4))
+    cotangent = normal(111, (batch, 8 // strides, 8 // strides, 6))
     padding = ((1, 1), (1, 1))
     ours = Conv(6, (3, 3), strides, padding, dtype=dtype)
     theirs = nn.Conv(6, (3, 3), strides, padding=padding, use_bias=False, dtype=dtype)
-    variables = theirs.init(keys[2], x)
-    assert jax.tree_util.tree_structure(ours.init(keys[2], x)) == jax.tree_util.tree_structure(variables)
+    variables = theirs.init(make_key(11), x)
+    assert jax.tree_util.tree_structure(ours.init(make_key(11), x)) == jax.tree_util.tree_structure(variables)
     (fast_y, fast_gradients), (plain_y, plain_gradients) = (
         jax.jit(functools.partial(conv_outputs_and_gradients, module))(variables, x, cotangent)
         for module in (ours, theirs)
@@ -397,10 +404,10 @@ def test_conv_equals_flax_conv(batch, strides, dtype):
 def test_conv_under_vmap_equals_each_member(shared_input):
     # Ensembles vmap the convolution over kernels (and over inputs when training): on CPU it runs one convolution
     # per member; each member's output and gradients are those of its own single convolution.
-    members, keys = 3, jax.random.split(jax.random.key(13), 3)
-    x = jax.random.normal(keys[0], (4, 8, 8, 4) if shared_input else (members, 4, 8, 8, 4))
-    cotangent = jax.random.normal(keys[1], (members, 4, 8, 8, 6))
-    kernels = jax.random.normal(keys[2], (members, 3, 3, 4, 6))
+    members = 3
+    x = normal(130, (4, 8, 8, 4) if shared_input else (members, 4, 8, 8, 4))
+    cotangent = normal(131, (members, 4, 8, 8, 6))
+    kernels = normal(132, (members, 3, 3, 4, 6))
     padding = ((1, 1), (1, 1))
 
     def output_and_gradients(x, kernel, cotangent):
@@ -417,8 +424,8 @@ def test_conv_under_vmap_equals_each_member(shared_input):
 
 def test_cifar_resnet_equals_plain_formulation(tiny_cifar_resnet, monkeypatch):
     model, _, variables = tiny_cifar_resnet
-    images = jax.random.normal(jax.random.key(12), (32, 16, 16, 3))  # two chunks of the kernel gradient
-    weights = jax.random.normal(jax.random.key(10), (32, 5))
+    images = normal(12, (32, 16, 16, 3))  # two chunks of the kernel gradient
+    weights = normal(10, (32, 5))
 
     def outputs_and_gradients():
         def loss(params):
@@ -448,7 +455,7 @@ def test_cifar_resnet_equals_plain_formulation(tiny_cifar_resnet, monkeypatch):
 
 def test_normed_head_gives_cosines():
     head = NormedLinearHead(num_classes=6)
-    features = 50.0 * jax.random.normal(jax.random.key(4), (8, 5))
+    features = 50.0 * normal(4, (8, 5))
     params = head.init(make_key(0), features)
     cosines = head.apply(params, features)
     assert np.all(np.abs(cosines) <= 1.0 + 1e-6)
@@ -463,7 +470,7 @@ def test_normed_head_gives_cosines():
 
 def test_cosine_head_matches_formula_and_ignores_weight_scale():
     head = CosineClassifierHead(num_classes=4)
-    features = jax.random.normal(jax.random.key(5), (3, 6)) * jnp.array([[0.1], [1.0], [10.0]])
+    features = normal(5, (3, 6)) * jnp.array([[0.1], [1.0], [10.0]])
     params = head.init(make_key(0), features)
     kernel = np.asarray(params["params"]["kernel"])
     logits = head.apply(params, features)
@@ -477,7 +484,7 @@ def test_cosine_head_matches_formula_and_ignores_weight_scale():
 
 
 def test_cosine_head_learnable_scale_starts_at_25():
-    features = jax.random.normal(jax.random.key(6), (2, 6))
+    features = normal(6, (2, 6))
     fixed = CosineClassifierHead(num_classes=4)
     learnable = CosineClassifierHead(num_classes=4, learnable_scale=True)
     params = learnable.init(make_key(0), features)
