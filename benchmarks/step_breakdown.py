@@ -58,7 +58,7 @@ def ltjax_part(part: str, dtype: str, batch_size: int):
         holder = {"state": trainer.init_state()}
 
         def step():
-            holder["state"] = trainer.train_step(holder["state"], images, labels, jnp.int32(0))
+            holder["state"] = trainer.train_step(holder["state"], images, labels, jnp.int32(0), jnp.float32(0.1))
             return holder["state"]
 
         return step
@@ -171,12 +171,12 @@ def xla_profile(dtype: str, batch_size: int, steps: int = 8) -> None:
     trainer = train_throughput.build_ltjax_trainer("ce", dtype, batch_size)
     state = trainer.init_state()
     for _ in range(3):
-        state = trainer.train_step(state, images, labels, jnp.int32(0))
+        state = trainer.train_step(state, images, labels, jnp.int32(0), jnp.float32(0.1))
     jax.block_until_ready(state)
     trace = tempfile.mkdtemp(prefix="ltjax-trace-")
     with jax.profiler.trace(trace):
         for _ in range(steps):
-            state = trainer.train_step(state, images, labels, jnp.int32(0))
+            state = trainer.train_step(state, images, labels, jnp.int32(0), jnp.float32(0.1))
         jax.block_until_ready(state)
     (hlo_file,) = glob.glob(f"{dump}/*jit_train_step*cpu_after_optimizations.txt")
     parts = hlo_parts(pathlib.Path(hlo_file).read_text())

@@ -149,9 +149,10 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     trainer = build_ltjax_trainer(loss_name, dtype, batch_size)
     state = trainer.init_state()
     epoch = jnp.int32(PHASE_EPOCH[loss_name])
+    rate = jnp.float32(trainer.learning_rate(PHASE_EPOCH[loss_name]))
 
     started = time.perf_counter()
-    state = jax.block_until_ready(trainer.train_step(state, images, labels, epoch))
+    state = jax.block_until_ready(trainer.train_step(state, images, labels, epoch, rate))
     first_train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     jax.block_until_ready(trainer.eval_step(state, images, labels, mask))
@@ -160,7 +161,8 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     state = trainer.end_epoch(state)
     compiled = len(compilations)
     for switch_epoch in SWITCH_EPOCHS:
-        state = trainer.train_step(state, images, labels, jnp.int32(switch_epoch))
+        state = trainer.train_step(state, images, labels, jnp.int32(switch_epoch),
+                                   jnp.float32(trainer.learning_rate(switch_epoch)))
     jax.block_until_ready(trainer.eval_step(state, images, labels, mask))
     jax.block_until_ready(state)
     recompilations = len(compilations) - compiled
@@ -168,7 +170,7 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     holder = {"state": state}
 
     def step():
-        holder["state"] = trainer.train_step(holder["state"], images, labels, epoch)
+        holder["state"] = trainer.train_step(holder["state"], images, labels, epoch, rate)
         return holder["state"]
 
     info = {

@@ -48,8 +48,9 @@ def test_member_k_equals_the_single_run_it_stands_for_step_by_step():
         if step % 2 == 0:
             state = ensemble.start_epoch(state)
             single_states = [single.start_epoch(s) for single, s in zip(singles, single_states)]
-        state = ensemble.train_step(state, images[:, step], labels[:, step], jnp.int32(epoch))
-        single_states = [single.train_step(s, images[k, step], labels[k, step], jnp.int32(epoch))
+        rate = ensemble.learning_rate(epoch)
+        state = ensemble.train_step(state, images[:, step], labels[:, step], jnp.int32(epoch), rate)
+        single_states = [single.train_step(s, images[k, step], labels[k, step], jnp.int32(epoch), rate)
                          for k, (single, s) in enumerate(zip(singles, single_states))]
         if step % 2 == 1:
             state = ensemble.end_epoch(state)

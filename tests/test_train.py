@@ -46,16 +46,16 @@ def _max_difference(a, b) -> float:
     return max(jax.tree.leaves(differences), default=0.0)
 
 
-@pytest.mark.parametrize("method", [("ldam_drw", "loss.drw_start"), ("ffds", "loss.ffds_start")])
-def test_one_device_eight_device_shard_map_and_pmap_steps_agree(method):
-    """Synchronised BatchNorm, pmean'd gradients and a global weighted-mean normaliser make D devices one."""
-    name, start_key = method
-    results = {}
+def test_one_device_eight_device_shard_map_and_pmap_steps_agree():
+    """Synchronised BatchNorm, pmean'd gradients and a global weighted-mean normaliser make D devices one. FFDS in
+    its own phase has all three and a method state (DynaSmooth's group means, psum'd in the step)."""
+    results, initial = {}, None
     for mode, devices in [("shard_map", jax.devices()[:1]), ("shard_map", jax.devices()), ("pmap", jax.devices())]:
-        trainer, state, (images, labels) = small_program(("loss.name", name), (start_key, "0"), ("parallel", mode),
-                                                         devices=devices)
-        results[(mode, len(devices))] = jax.device_get(trainer.train_step(state, images, labels, jnp.int32(3)))
-    initial = jax.device_get(small_program(("loss.name", name))[1])
+        trainer, state, (images, labels) = small_program(("loss.name", "ffds"), ("loss.ffds_start", "0"),
+                                                         ("parallel", mode), devices=devices)
+        initial = jax.device_get(state)  # the step donates the state it is given
+        new_state = trainer.train_step(state, images, labels, jnp.int32(3), 0.1)
+        results[(mode, len(devices))] = jax.device_get(new_state)
     reference = results[("shard_map", 1)]
     for key, new_state in results.items():
         assert _max_difference(reference.params, new_state.params) < 1e-5, key
@@ -64,17 +64,18 @@ def test_one_device_eight_device_shard_map_and_pmap_steps_agree(method):
         np.testing.assert_allclose(new_state.totals.loss_sum, reference.totals.loss_sum, rtol=1e-6)
         assert int(new_state.totals.class_count.sum()) == 16
     assert _max_difference(reference.params, initial.params) > 1e-3  # the step did update the parameters
+    assert _max_difference(reference.loss_state, initial.loss_state) > 1e-6  # and collected the method's statistics
 
 
 def test_train_step_compiles_once_across_deferred_phases():
     trainer, state, (images, labels) = small_program(("loss.name", "ib"), ("loss.ib_start", "2"))
     model = trainer.model.clone(batch_norm_axis_name="batch")
     step = chex.assert_max_traces(make_train_step(model, trainer.optimizer, trainer.objective, NORMALIZATION), n=1)
-    run = data_parallel(step, "shard_map", jax.devices(), in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED),
+    run = data_parallel(step, "shard_map", jax.devices(), in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED, REPLICATED),
                         out_specs=REPLICATED)
     losses_by_epoch = []
     for epoch in (0, 1, 2, 3):  # CE for epochs 0-1, influence-balanced from 2
-        state = run(trainer.start_epoch(state), images, labels, jnp.int32(epoch))
+        state = run(trainer.start_epoch(state), images, labels, jnp.int32(epoch), 0.1)
         losses_by_epoch.append(float(state.totals.loss_sum))
     assert losses_by_epoch[2] > 10 * losses_by_epoch[1]  # IB's alpha = 1000 changes the loss scale at the switch
 
@@ -82,19 +83,32 @@ def test_train_step_compiles_once_across_deferred_phases():
 def test_learning_rate_schedule_is_the_reference_recipe_and_follows_the_run():
     config = digits_config(("optimizer.warmup", "0.025"), ("optimizer.lr_decay", "((0.8, 0.01), (0.9, 1e-4))"),
                            ("num_epochs", "200"))
-    schedule = learning_rate_schedule(config.optimizer, steps_per_epoch=10, num_epochs=200)
-    # 1-indexed epoch e = step // 10 + 1: warm-up 0.1 * e / 5, then x0.01 from epoch 160 and x0.0001 from 180.
-    for step, expected in [(0, 0.02), (39, 0.08), (45, 0.1), (1599, 0.1), (1600, 0.001), (1800, 1e-5)]:
-        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
-    short = learning_rate_schedule(config.optimizer, steps_per_epoch=10, num_epochs=20)
-    for step, expected in [(0, 0.1), (159, 0.1), (160, 0.001), (179, 0.001), (180, 1e-5)]:  # decay at 16 and 18
-        assert float(short(step)) == pytest.approx(expected, rel=1e-6), step
+    schedule = learning_rate_schedule(config.optimizer, num_epochs=200)
+    # 1-indexed epoch e = epoch + 1: warm-up 0.1 * e / 5, then x0.01 from epoch 160 and x0.0001 from 180.
+    for epoch, expected in [(0, 0.02), (3, 0.08), (4, 0.1), (159, 0.1), (160, 0.001), (180, 1e-5), (199, 1e-5)]:
+        assert schedule(epoch) == pytest.approx(expected, rel=1e-12), epoch
+    short = learning_rate_schedule(config.optimizer, num_epochs=20)
+    for epoch, expected in [(0, 0.1), (15, 0.1), (16, 0.001), (17, 0.001), (18, 1e-5)]:  # decay at 16 and 18
+        assert short(epoch) == pytest.approx(expected, rel=1e-12), epoch
+
+
+def test_the_compiled_step_is_one_program_for_every_run_length_and_learning_rate():
+    """The schedule runs on the host: runs that differ only in length, milestones or base rate (a sweep, a shortened
+    run, --extend) lower to the same program, so they share one compilation."""
+    def lowered(*overrides):
+        trainer, state, (images, labels) = small_program(*overrides)
+        return trainer.train_step.lower(state, images, labels, jnp.int32(0), 0.1).as_text()
+
+    one = lowered(("num_epochs", "2"))
+    assert lowered(("num_epochs", "12"), ("optimizer.learning_rate", "0.05"), ("optimizer.warmup", "3"),
+                   ("optimizer.lr_decay", "((0.5, 0.1), (0.75, 0.01))")) == one
+    assert lowered(("num_epochs", "2"), ("optimizer.momentum", "0.5")) != one  # what is compiled in does show
 
 
 def test_train_step_counts_accuracy_with_the_method_prediction_rule():
     """IIF predicts with z * iif: the train step's per-class correct counts use that rule, as evaluation does."""
     trainer, state, (images, labels) = small_program(("loss.name", "iif"))
-    new_state = trainer.train_step(jax.device_get(state), images, labels, jnp.int32(0))
+    new_state = trainer.train_step(jax.device_get(state), images, labels, jnp.int32(0), 0.1)
     outputs, _ = trainer.model.apply(
         {"params": state.params["model"], "batch_stats": state.batch_stats},
         (images / 255.0 - 0.5) / 0.25, train=True, mutable=["batch_stats"],
@@ -107,7 +121,7 @@ def test_train_step_counts_accuracy_with_the_method_prediction_rule():
 
 def test_bfloat16_compute_trains_with_float32_parameters():
     trainer, state, (images, labels) = small_program(("model.dtype", "bfloat16"))
-    new_state = trainer.train_step(jax.device_get(state), images, labels, jnp.int32(0))
+    new_state = trainer.train_step(jax.device_get(state), images, labels, jnp.int32(0), 0.1)
     assert np.isfinite(new_state.totals.loss_sum)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
     assert _max_difference(new_state.params, state.params) > 0

@@ -5,7 +5,8 @@ The loop, the tests and the benchmarks all build their steps here, so they run t
 
     trainer = build(config, DataSpec(class_counts, image_shape, normalization, steps_per_epoch))
     state = trainer.init_state()
-    state = trainer.train_step(state, images, labels, epoch)      # global uint8 batch [B, H, W, 3], labels [B]
+    rate = trainer.learning_rate(epoch)                            # the host's schedule, a Python float
+    state = trainer.train_step(state, images, labels, epoch, rate)  # global uint8 batch [B, H, W, 3], labels [B]
     stats, features = trainer.eval_step(state, images, labels, mask)
 
 An ensemble's state and batches carry a leading member axis (`trainer.members`): images `[N, B, H, W, 3]`, each
@@ -36,7 +37,7 @@ from ltjax.methods.ensemble import EnsembleObjective
 from ltjax.metrics import TrainTotals
 from ltjax.models import create_model
 from ltjax.stats import ClassStats
-from ltjax.train.optim import lr_milestones, make_optimizer
+from ltjax.train.optim import learning_rate_schedule, lr_milestones, make_optimizer
 from ltjax.train.state import TrainState
 from ltjax.train.step import (
     AXIS,
@@ -65,7 +66,7 @@ class DataSpec:
       class_counts: `[C]` training images per class.
       image_shape: `(H, W, 3)` of the uint8 images the steps receive.
       normalization: mean/std applied on device.
-      steps_per_epoch: training steps per epoch (the learning-rate schedule counts epochs in steps).
+      steps_per_epoch: training steps per epoch (reported in the plan).
       crop_padding: the device augmentation's pad-crop border (None: no augmentation).
     """
 
@@ -86,6 +87,7 @@ class Trainer:
       objective: the method bound to the run (`Objective`), or an `EnsembleObjective`.
       batch_sharding: where the steps want their batch arrays (`ltjax.data.device_prefetch` puts them there).
       eval_sharding: likewise for the eval step's (shared) batches.
+      learning_rate: `epoch -> rate` the train step is given for that epoch (0-indexed).
     """
 
     configs: tuple[ml_collections.ConfigDict, ...]
@@ -103,6 +105,7 @@ class Trainer:
     outputs_step: Callable
     start_epoch: Callable[[TrainState], TrainState]
     end_epoch: Callable[[TrainState], TrainState]
+    learning_rate: Callable[[int], float]
 
     @property
     def config(self) -> ml_collections.ConfigDict:
@@ -214,7 +217,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
     options = {"small_input": True} if name in _TORCHVISION_RESNETS and data.image_shape[0] <= _SMALL_INPUT_SIDE \
         else {}
     model = create_model(name, stats.num_classes, head=heads[0], dtype=jnp.dtype(config.model.dtype), **options)
-    optimizer = make_optimizer(config.optimizer, data.steps_per_epoch, config.num_epochs)
+    optimizer = make_optimizer(config.optimizer)
     trains = _check_second_stage(configs, objectives)
     if trains is not None:
         optimizer = _frozen_outside(optimizer, trains)
@@ -248,9 +251,9 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
     member_map = jax.vmap if ensemble else (lambda fn, **_: fn)
     train_step = data_parallel(
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
-                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, None)),
+                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, None, None)),
         config.parallel, devices, in_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT,
-                                            MEMBERS_SPLIT if ensemble else SPLIT, REPLICATED),
+                                            MEMBERS_SPLIT if ensemble else SPLIT, REPLICATED, REPLICATED),
         out_specs=REPLICATED, donate_argnums=(0,),
     )
     eval_step = data_parallel(
@@ -274,6 +277,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         plan=_plan(configs, objectives, name, heads[0], data, devices),
         init_state=init_state, train_step=train_step, eval_step=eval_step, outputs_step=outputs_step,
         start_epoch=jax.jit(member_map(reset)), end_epoch=jax.jit(member_map(end)),
+        learning_rate=learning_rate_schedule(config.optimizer, config.num_epochs),
     )
 
 

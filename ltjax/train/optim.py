@@ -2,10 +2,16 @@
 
 Warm-up length and decay milestones are epoch specs (`ltjax.schedules.epoch_of`): fractions of the run by default,
 so a shortened run keeps the recipe's shape (decay at 80% and 90% of 200 epochs is 160/180, of 20 epochs 16/18).
+
+The schedule runs on the host and the train step receives the epoch's rate as an argument: the compiled step does not
+depend on the run's length, its milestones or its base rate, so runs that differ only there (a sweep, a shortened
+run, `--extend`) share one program and its compilation cache entry.
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
+from typing import Callable
+
+import jax
 import ml_collections
 import optax
 
@@ -24,37 +30,41 @@ def lr_milestones(
     return warmup, decay
 
 
-def learning_rate_schedule(
-    optimizer_config: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int
-) -> optax.Schedule:
-    """The references' `adjust_learning_rate`, as a function of the step.
+def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_epochs: int) -> Callable[[int], float]:
+    """The references' `adjust_learning_rate`, as a function of the 0-indexed epoch.
 
     With the 1-indexed epoch `e` (as those scripts count it): `lr * e / W` while `e <= W` (W warm-up epochs), then
     `lr * multiplier` of the last milestone whose 0-indexed epoch the run has reached, else `lr`. LDAM-DRW: warm-up
     5 of 200, decay x0.01 from 160 and x0.0001 from 180; FFDS and KPS: x0.1 and x0.01.
     """
-    base = optimizer_config.learning_rate
+    base = float(optimizer_config.learning_rate)
     warmup, decay = lr_milestones(optimizer_config, num_epochs)
 
-    def schedule(step):
-        epoch = step // steps_per_epoch + 1
-        rate = jnp.where(epoch <= warmup, base * epoch / max(warmup, 1), base) if warmup else jnp.float32(base)
+    def schedule(epoch: int) -> float:
+        rate = base * (epoch + 1) / warmup if epoch < warmup else base
         for first_epoch, multiplier in decay:
-            rate = jnp.where(epoch > first_epoch, base * multiplier, rate)
+            if epoch >= first_epoch:
+                rate = base * multiplier
         return rate
 
     return schedule
 
 
-def make_optimizer(
-    optimizer_config: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int
-) -> optax.GradientTransformation:
-    """PyTorch's `SGD(momentum, weight_decay, nesterov)`: L2 added to the gradient, then heavy-ball momentum."""
+def _step_at_learning_rate() -> optax.GradientTransformationExtraArgs:
+    """`-learning_rate * updates`, with `learning_rate` an argument of `update` (a traced scalar in the step)."""
+
+    def update(updates, state, params=None, *, learning_rate, **extra_args):
+        del params, extra_args
+        return jax.tree.map(lambda u: -learning_rate * u, updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(optimizer_config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+    """PyTorch's `SGD(momentum, weight_decay, nesterov)`: L2 added to the gradient, then heavy-ball momentum, then a
+    step of the rate given to `update(..., learning_rate=rate)` (what `optax.sgd` does with a fixed rate)."""
     return optax.chain(
         optax.add_decayed_weights(optimizer_config.weight_decay),
-        optax.sgd(
-            learning_rate_schedule(optimizer_config, steps_per_epoch, num_epochs),
-            momentum=optimizer_config.momentum,
-            nesterov=optimizer_config.nesterov,
-        ),
+        optax.trace(decay=optimizer_config.momentum, nesterov=optimizer_config.nesterov),
+        _step_at_learning_rate(),
     )

@@ -1,7 +1,8 @@
 """The train and eval steps, written per device in the pmap programming model, and their data-parallel wrapper.
 
-`make_train_step` returns `train_step(state, images, labels, epoch) -> state`, a pure function of one device's shard
-of the batch: gradients are averaged with `pmean` over the named axis `"batch"`, BatchNorm normalises with statistics
+`make_train_step` returns `train_step(state, images, labels, epoch, learning_rate) -> state`, a pure function of one
+device's shard of the batch and the epoch's two scalars (the rate from the host's schedule, `ltjax.train.optim`):
+gradients are averaged with `pmean` over the named axis `"batch"`, BatchNorm normalises with statistics
 synchronised over that axis, and sums (loss normaliser, per-class counts, the method's in-step statistics) are
 `psum`med, so every device ends the step with the same state and a step on D devices equals one device's step on the
 global batch. What the loss is, when its phases switch and what state it keeps is the `Objective`'s business; the
@@ -43,20 +44,21 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, objective: Objective,
+def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: Objective,
                     normalization: Normalization, *, crop_padding: int | None = None) -> Callable:
     """The per-device train step.
 
     Args:
       model: a Flax model built with `batch_norm_axis_name="batch"`.
-      optimizer: the optax optimizer.
+      optimizer: the optax optimizer; its `update` takes the step's `learning_rate` (`ltjax.train.optim`).
       objective: the method bound to the run (`ltjax.methods.bind`).
       normalization: mean/std applied on device to the uint8 images.
       crop_padding: augment on the device with random pad-crop + flip of this border (None: no augmentation); each
         example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
     """
 
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array) -> TrainState:
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array,
+                   learning_rate: jax.Array) -> TrainState:
         if crop_padding is not None:
             key = device_augment.step_key(state.seed, epoch, state.step)
             first = jax.lax.axis_index(AXIS) * images.shape[0]
@@ -76,7 +78,7 @@ def make_train_step(model, optimizer: optax.GradientTransformation, objective: O
         grads, (outputs, updates, total, normalizer) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
         batch_loss = jax.lax.psum(total, AXIS) / normalizer
-        param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params, learning_rate=learning_rate)
         totals = state.totals.add(
             batch_loss, objective.predict(outputs, state.loss_state), labels, state.step,
             jnp.isfinite(batch_loss) & _all_finite(grads), axis_name=AXIS,
@@ -154,7 +156,8 @@ def data_parallel(
       donate_argnums: arguments whose buffers the step may reuse (the train state).
 
     Returns:
-      A function of the global (unsplit) arguments.
+      A function of the global (unsplit) arguments; its `lower(*args)` gives the lowered program (for inspection:
+      HLO, cost analysis) in the `"shard_map"` mode.
     """
     if mode not in PARALLEL_MODES:
         raise ValueError(f"unknown parallel mode {mode!r}; choose one of {', '.join(PARALLEL_MODES)}")
@@ -180,6 +183,7 @@ def data_parallel(
     def run(*args):
         return mapped(*(jax.device_put(a, placement) for a, placement in zip(args, placements)))
 
+    run.lower = lambda *args: mapped.lower(*(jax.device_put(a, p) for a, p in zip(args, placements)))
     return run
 
 
