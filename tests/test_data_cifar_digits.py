@@ -18,6 +18,7 @@ from PIL import Image
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 
 from ltjax.data.cifar import load_cifar_lt, load_cifar_split
+from ltjax.data import digits
 from ltjax.data.digits import digits_source, load_digits_lt
 from ltjax.data.longtail import longtail_counts
 from ltjax.data.splits import SplitManifest, select_longtail_indices
@@ -172,6 +173,21 @@ def test_cifar_without_data_dir_reads_the_tfds_default(cifar_data_dir, tmp_path)
     assert missing.returncode != 0
     assert f"cifar10 is not prepared in {empty}/cifar10" in missing.stderr
     assert "tfds's default, as no data_dir was given" in missing.stderr and "tfds build cifar10" in missing.stderr
+
+
+@pytest.mark.parametrize("packaged_file", [True, False])
+def test_digits_are_scikit_learns_read_with_or_without_its_packaged_file(packaged_file, monkeypatch):
+    """The default run reads the file scikit-learn ships (no scikit-learn import); where a release keeps it
+    elsewhere, `load_digits` gives the same digits."""
+    from sklearn.datasets import load_digits
+
+    if not packaged_file:
+        monkeypatch.setattr(digits, "_PACKAGED_FILE", ("datasets", "data", "moved", "digits.csv.gz"))
+    levels, labels = digits._grey_digits()
+    reference = load_digits()
+    np.testing.assert_array_equal(levels, reference.images)
+    np.testing.assert_array_equal(labels, reference.target)
+    assert labels.dtype == np.int32
 
 
 def test_digits_source():

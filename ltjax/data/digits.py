@@ -17,6 +17,9 @@ split, so `n_max=120` leaves it 28 to draw validation images from. All three spl
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import numpy as np
 
 from ltjax.data.longtail import longtail_counts
@@ -34,6 +37,27 @@ CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 # The test split does not depend on the run's seed, so runs with different seeds share one test set.
 _TEST_SEED = 0
 _MAX_GREY_LEVEL = 16
+# Where scikit-learn keeps the digits inside its package: 1,797 rows of 64 grey levels and the label.
+_PACKAGED_FILE = ("datasets", "data", "digits.csv.gz")
+
+
+def _grey_digits() -> tuple[np.ndarray, np.ndarray]:
+    """`(grey levels [1797, 8, 8] in 0..16, labels [1797])` as `sklearn.datasets.load_digits` gives them.
+
+    Read from the file scikit-learn ships, without importing scikit-learn (seconds of imports for a 57 kB file,
+    paid by every run of the default); through `load_digits` where a scikit-learn release keeps it elsewhere.
+    """
+    package = importlib.util.find_spec("sklearn")
+    if package is None:
+        raise ModuleNotFoundError("the digits dataset ships with scikit-learn: pip install scikit-learn")
+    path = pathlib.Path(package.submodule_search_locations[0]).joinpath(*_PACKAGED_FILE)
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int32)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target.astype(np.int32)
 
 
 def digits_source() -> tuple[ArraySource, tuple[str, ...]]:
@@ -42,13 +66,10 @@ def digits_source() -> tuple[ArraySource, tuple[str, ...]]:
     Returns:
       `(source, image_ids)`: uint8 `[1797, 8, 8, 3]` images with labels 0-9, and the id of each image.
     """
-    # Imported here: scikit-learn takes seconds to import, and only runs on the digits read it.
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    grey = np.rint(digits.images * (255.0 / _MAX_GREY_LEVEL)).astype(np.uint8)
+    levels, labels = _grey_digits()
+    grey = np.rint(levels * (255.0 / _MAX_GREY_LEVEL)).astype(np.uint8)
     images = np.repeat(grey[..., None], 3, axis=-1)
-    source = ArraySource(images, digits.target.astype(np.int32), NUM_CLASSES, CLASS_NAMES)
+    source = ArraySource(images, labels, NUM_CLASSES, CLASS_NAMES)
     image_ids = tuple(f"{i:04d}" for i in range(len(source)))
     return source, image_ids
 
