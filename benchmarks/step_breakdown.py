@@ -41,14 +41,12 @@ TORCH_PARTS = ("forward", "forward+backward", "update", "step")
 def ltjax_part(part: str, dtype: str, batch_size: int):
     import jax
     import jax.numpy as jnp
-    import ml_collections
     import numpy as np
     import optax
 
     from ltjax import losses
     from ltjax.data.augment import CIFAR_NORMALIZATION, normalize
     from ltjax.models import create_model
-    from ltjax.train.optim import make_optimizer
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
@@ -79,13 +77,13 @@ def ltjax_part(part: str, dtype: str, batch_size: int):
         gradients = jax.jit(jax.grad(loss, has_aux=True))
         return lambda: gradients(params)
 
-    optimizer = make_optimizer(ml_collections.ConfigDict({"learning_rate": 0.1}), 100)
+    optimizer = train_throughput.build_ltjax_trainer("ce", dtype, batch_size).optimizer  # the train step's SGD
     if part == "update (optax.flatten)":
         optimizer = optax.flatten(optimizer)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
 
     def update(params, opt_state):
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = optimizer.update(grads, opt_state, params, learning_rate=0.1)
         return optax.apply_updates(params, updates), opt_state
 
     update = jax.jit(update, donate_argnums=(0, 1) if part == "update (donated)" else ())
