@@ -10,7 +10,8 @@ from its constant counts (counts that are traced, e.g. a `jax.Array` closed over
 check on the device: about 35 us per call on the 2-core development CPU).
 
 With PyTorch installed (`pip install -e .[bench]`), a last row times `torch.nn.functional.cross_entropy` forward and
-backward at the same shape, on the same CPU threads, in the same rounds; its ratio is to ltjax's cross-entropy.
+backward at the same shape, on the same CPU threads (on `cuda` when JAX's default backend is a GPU), in the same
+rounds; its ratio is to ltjax's cross-entropy.
 
     python benchmarks/losses.py [--repeats 15] [--calls 20] [--batch 512] [--no-torch]
 """
@@ -47,8 +48,9 @@ def compiled_step(case, problem):
 def torch_step(problem):
     import torch
 
-    logits = torch.from_numpy(np.array(problem.logits, np.float32)).requires_grad_()
-    labels = torch.from_numpy(np.array(problem.labels, np.int64))
+    device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+    logits = torch.from_numpy(np.array(problem.logits, np.float32)).to(device).requires_grad_()
+    labels = torch.from_numpy(np.array(problem.labels, np.int64)).to(device)
 
     def call():
         logits.grad = None
@@ -56,7 +58,7 @@ def torch_step(problem):
         loss.backward()
         return loss
 
-    return call, lambda result: None
+    return call, (lambda result: torch.cuda.synchronize()) if device == "cuda" else (lambda result: None)
 
 
 def seconds_per_call(step, calls: int) -> float:

@@ -12,8 +12,9 @@ Written after the code the long-tail papers trained with, so the comparison is w
   `losses/ffds.py` computes it, in its active phase, group statistics
   accumulated under `no_grad` as in training.
 
-bf16 runs the forward pass and the loss under `torch.autocast("cpu", dtype=torch.bfloat16)`; the parameters, the
-gradients and the optimizer stay float32.
+bf16 runs the forward pass and the loss under `torch.autocast(device, dtype=torch.bfloat16)`; the parameters, the
+gradients and the optimizer stay float32. The step runs on the CPU or on a CUDA device (`make_step(..., device=)`);
+the losses' per-class tensors are buffers, so they follow the module to the device.
 """
 from __future__ import annotations
 
@@ -95,9 +96,9 @@ class LDAMLoss(nn.Module):
     def __init__(self, counts: np.ndarray, max_margin: float = 0.5, scale: float = 30.0, beta: float = 0.9999):
         super().__init__()
         margins = 1.0 / np.sqrt(np.sqrt(counts))
-        self.margins = torch.tensor(margins * (max_margin / margins.max()), dtype=torch.float32)
+        self.register_buffer("margins", torch.tensor(margins * (max_margin / margins.max()), dtype=torch.float32))
         weights = class_balanced_weights(counts, beta)
-        self.weights = weights / weights.sum() * len(counts)
+        self.register_buffer("weights", weights / weights.sum() * len(counts))
         self.scale = scale
 
     def forward(self, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -119,14 +120,16 @@ class FFDSLoss(nn.Module):
                  gamma_min: float = 0.0, gamma_max: float = 3.0, smoothing: float = 0.1, strength: float = 0.9):
         super().__init__()
         weights = class_balanced_weights(counts, beta)
-        self.weights = weights / (weights.sum() * len(counts))
+        self.register_buffer("weights", weights / (weights.sum() * len(counts)))
         x = (counts - counts.min()) / max(counts.max() - counts.min(), 1)
-        self.gammas = torch.tensor(gamma_min + (gamma_max - gamma_min) * np.tanh(4.0 * x), dtype=torch.float32)
-        self.group_of_class = torch.tensor(group_of_class, dtype=torch.long)
+        self.register_buffer(
+            "gammas", torch.tensor(gamma_min + (gamma_max - gamma_min) * np.tanh(4.0 * x), dtype=torch.float32))
+        self.register_buffer("group_of_class", torch.tensor(group_of_class, dtype=torch.long))
         num_groups = int(group_of_class.max()) + 1
-        self.group_prob_sums = torch.zeros(num_groups)
-        self.group_counts = torch.zeros(num_groups)
-        self.group_means = torch.full((num_groups,), 0.5)  # a finished epoch's means: the FFDS branch runs
+        self.register_buffer("group_prob_sums", torch.zeros(num_groups))
+        self.register_buffer("group_counts", torch.zeros(num_groups))
+        # A finished epoch's means: the FFDS branch runs.
+        self.register_buffer("group_means", torch.full((num_groups,), 0.5))
         self.smoothing, self.strength = smoothing, strength
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -149,23 +152,26 @@ class FFDSLoss(nn.Module):
         return (smoothed_ce * modulator * self.weights[labels]).mean()
 
 
-def make_step(loss_name: str, counts: np.ndarray, group_of_class: np.ndarray, bf16: bool, seed: int = 0):
-    """`(model, step)` with `step(images_uint8_nchw, labels) -> loss`, one SGD step of the reference recipe."""
+def make_step(loss_name: str, counts: np.ndarray, group_of_class: np.ndarray, bf16: bool, seed: int = 0,
+              device: str = "cpu"):
+    """`(model, step)` with `step(images_uint8_nchw, labels) -> loss`, one SGD step of the reference recipe on
+    `device` (the batch must be there too)."""
     torch.manual_seed(seed)
-    model = ResNet32(len(counts), normed_head=loss_name == "ldam_drw")
+    device = torch.device(device)
+    model = ResNet32(len(counts), normed_head=loss_name == "ldam_drw").to(device)
     criterion = {
         "ce": lambda: nn.CrossEntropyLoss(),
         "ldam_drw": lambda: LDAMLoss(counts),
         "ffds": lambda: FFDSLoss(counts, group_of_class),
-    }[loss_name]()
+    }[loss_name]().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
     model.train()
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         inputs = (images.float() / 255.0 - mean) / std
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = criterion(model(inputs), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -16,7 +16,10 @@ backward of cross-entropy), ltjax's time to the end of the first train step and 
 included), and how many XLA compilations a train step at every phase's epoch and an eval step trigger afterwards.
 
     python benchmarks/train_throughput.py [--losses ce ldam_drw ffds] [--dtypes float32 bfloat16]
-        [--batch 128] [--threads 2] [--windows 7] [--steps 5] [--no-torch] [--xla-flags FLAGS]
+        [--batch 128] [--threads 2] [--windows 7] [--steps 5] [--no-torch] [--xla-flags FLAGS] [--device gpu]
+
+`--device gpu` runs both steps on the GPU instead (JAX's CUDA backend; PyTorch on `cuda`, bf16 through CUDA
+autocast), each with its batch already on the device; the processes are still pinned to `--threads` CPUs.
 
 `--xla-flags` adds an ltjax contestant compiled with those XLA flags (a prototype for a change to the step's
 compilation; see `benchmarks/README.md`). Without PyTorch installed (`pip install -e .[bench]`), or with
@@ -147,6 +150,8 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
     mask = np.ones(batch_size, bool)
     trainer = build_ltjax_trainer(loss_name, dtype, batch_size)
+    # The batch waits on the device, as the reference's does (the input pipeline is measured on its own).
+    images, labels, mask = jax.device_put((images, labels, mask), trainer.batch_sharding)
     state = trainer.init_state()
     epoch = jnp.int32(PHASE_EPOCH[loss_name])
     rate = jnp.float32(trainer.learning_rate(PHASE_EPOCH[loss_name]))
@@ -184,39 +189,46 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     return info, step, jax.block_until_ready
 
 
-def torch_worker(loss_name: str, dtype: str, batch_size: int, threads: int):
+def torch_worker(loss_name: str, dtype: str, batch_size: int, threads: int, device: str):
     import numpy as np
     import torch
 
     import torch_resnet
 
     torch.set_num_threads(threads)
+    torch_device = "cuda" if device == "gpu" else "cpu"
     counts = np.asarray(CLASS_COUNTS)
     group_of_class = np.searchsorted(np.asarray(FFDS_GROUP_ENDS), np.arange(NUM_CLASSES), side="right")
-    model, step = torch_resnet.make_step(loss_name, counts, group_of_class, bf16=dtype == "bfloat16")
+    model, step = torch_resnet.make_step(loss_name, counts, group_of_class, bf16=dtype == "bfloat16",
+                                         device=torch_device)
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (batch_size, 3, 32, 32), dtype=np.uint8))
     labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, batch_size))
-    for _ in range(3):
-        step(images, labels)
     forward_flops, step_flops = torch_resnet.matmul_flops(
         torch_resnet.ResNet32(NUM_CLASSES, normed_head=False), images, labels)
+    images, labels = images.to(torch_device), labels.to(torch_device)
+    wait = (lambda handle: torch.cuda.synchronize()) if torch_device == "cuda" else (lambda handle: None)
+    for _ in range(3):
+        step(images, labels)
+    wait(None)
     info = {
         "framework": f"torch {torch.__version__}",
+        "device": torch.cuda.get_device_name() if torch_device == "cuda" else "cpu",
         "parameters": torch_resnet.count_parameters(torch_resnet.ResNet32(NUM_CLASSES, normed_head=False)),
         "forward_flops": forward_flops,
         "step_flops": step_flops,
     }
-    return info, lambda: step(images, labels), lambda handle: None
+    return info, lambda: step(images, labels), wait
 
 
 def worker_main(spec: dict) -> None:
     interleave.pin_to_cpus(spec["threads"])
     if spec["framework"] == "torch":
-        interleave.serve(lambda: torch_worker(spec["loss"], spec["dtype"], spec["batch"], spec["threads"]))
+        interleave.serve(lambda: torch_worker(spec["loss"], spec["dtype"], spec["batch"], spec["threads"],
+                                              spec["device"]))
     else:
-        # The step of this benchmark runs on the CPU, like the reference it is compared with.
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        # The step runs on the kind of device the reference it is compared with runs on.
+        os.environ.setdefault("JAX_PLATFORMS", "cuda" if spec["device"] == "gpu" else "cpu")
         interleave.serve(lambda: ltjax_worker(spec["loss"], spec["dtype"], spec["batch"]))
 
 
@@ -238,6 +250,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timing window")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--xla-flags", default="", help="XLA_FLAGS of an extra ltjax contestant")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where both steps run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -250,7 +263,7 @@ def main() -> None:
     if not args.no_torch and torch_available():
         frameworks["PyTorch"] = ("torch", {})
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.threads} threads per "
-          f"contestant; batch {args.batch}; median of {args.windows} windows of {args.steps} steps; load average "
+          f"contestant; steps on the {args.device}; batch {args.batch}; median of {args.windows} windows of {args.steps} steps; load average "
           f"at start {interleave.load_average():.2f}")
     if args.xla_flags:
         print(f"'ltjax, XLA_FLAGS' runs with XLA_FLAGS={args.xla_flags}")
@@ -266,7 +279,8 @@ def main() -> None:
                 interleave.Contestant(
                     name,
                     [__file__, "--worker", json.dumps({"framework": framework, "loss": loss_name, "dtype": dtype,
-                                                       "batch": args.batch, "threads": args.threads})],
+                                                       "batch": args.batch, "threads": args.threads,
+                                                       "device": args.device})],
                     env,
                 )
                 for name, (framework, env) in frameworks.items()
@@ -292,7 +306,7 @@ def main() -> None:
               f"{info['first_eval_step_seconds']:.1f} | {info['recompilations_across_phases']} |")
     print()
     for name, info in notes.items():
-        print(f"{name}: {info['framework']}; ResNet-32 (linear head, C={NUM_CLASSES}) {info['parameters']:,} "
+        print(f"{name}: {info['framework']} on {info['device']}; ResNet-32 (linear head, C={NUM_CLASSES}) {info['parameters']:,} "
               f"parameters, conv+matmul GFLOP per batch: forward {info['forward_flops'] / 1e9:.2f}, forward + "
               f"backward {info['step_flops'] / 1e9:.2f}; busy cores while stepping (CPU / wall time) "
               f"{min(busy_cores[name]):.2f}-{max(busy_cores[name]):.2f}")
