@@ -22,7 +22,6 @@ import argparse
 import functools
 import json
 import pathlib
-import statistics
 import sys
 
 # The sibling modules, and the ltjax of this checkout (not another installed copy).

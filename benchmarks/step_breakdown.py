@@ -56,7 +56,7 @@ def ltjax_part(part: str, dtype: str, batch_size: int):
         holder = {"state": trainer.init_state()}
 
         def step():
-            holder["state"] = trainer.train_step(holder["state"], images, labels, jnp.int32(0), jnp.float32(0.1))
+            holder["state"] = trainer.train_step(holder["state"], images, labels, trainer.epoch_inputs(0))
             return holder["state"]
 
         return step
@@ -160,7 +160,6 @@ def xla_profile(dtype: str, batch_size: int, steps: int = 8) -> None:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump}"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -169,12 +168,12 @@ def xla_profile(dtype: str, batch_size: int, steps: int = 8) -> None:
     trainer = train_throughput.build_ltjax_trainer("ce", dtype, batch_size)
     state = trainer.init_state()
     for _ in range(3):
-        state = trainer.train_step(state, images, labels, jnp.int32(0), jnp.float32(0.1))
+        state = trainer.train_step(state, images, labels, trainer.epoch_inputs(0))
     jax.block_until_ready(state)
     trace = tempfile.mkdtemp(prefix="ltjax-trace-")
     with jax.profiler.trace(trace):
         for _ in range(steps):
-            state = trainer.train_step(state, images, labels, jnp.int32(0), jnp.float32(0.1))
+            state = trainer.train_step(state, images, labels, trainer.epoch_inputs(0))
         jax.block_until_ready(state)
     (hlo_file,) = glob.glob(f"{dump}/*jit_train_step*cpu_after_optimizations.txt")
     parts = hlo_parts(pathlib.Path(hlo_file).read_text())

@@ -137,7 +137,6 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     import time
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     compilations = []
@@ -153,11 +152,10 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     # The batch waits on the device, as the reference's does (the input pipeline is measured on its own).
     images, labels, mask = jax.device_put((images, labels, mask), trainer.batch_sharding)
     state = trainer.init_state()
-    epoch = jnp.int32(PHASE_EPOCH[loss_name])
-    rate = jnp.float32(trainer.learning_rate(PHASE_EPOCH[loss_name]))
+    schedule = trainer.epoch_inputs(PHASE_EPOCH[loss_name])
 
     started = time.perf_counter()
-    state = jax.block_until_ready(trainer.train_step(state, images, labels, epoch, rate))
+    state = jax.block_until_ready(trainer.train_step(state, images, labels, schedule))
     first_train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     jax.block_until_ready(trainer.eval_step(state, images, labels, mask))
@@ -166,8 +164,7 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     state = trainer.end_epoch(state)
     compiled = len(compilations)
     for switch_epoch in SWITCH_EPOCHS:
-        state = trainer.train_step(state, images, labels, jnp.int32(switch_epoch),
-                                   jnp.float32(trainer.learning_rate(switch_epoch)))
+        state = trainer.train_step(state, images, labels, trainer.epoch_inputs(switch_epoch))
     jax.block_until_ready(trainer.eval_step(state, images, labels, mask))
     jax.block_until_ready(state)
     recompilations = len(compilations) - compiled
@@ -175,7 +172,7 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
     holder = {"state": state}
 
     def step():
-        holder["state"] = trainer.train_step(holder["state"], images, labels, epoch, rate)
+        holder["state"] = trainer.train_step(holder["state"], images, labels, schedule)
         return holder["state"]
 
     info = {

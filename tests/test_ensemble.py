@@ -3,7 +3,6 @@ equals the single run it stands for, and a member that diverges leaves the other
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,9 +50,8 @@ def test_member_k_equals_the_single_run_it_stands_for_step_by_step():
         if step % 2 == 0:
             state = ensemble.start_epoch(state)
             single_states = [single.start_epoch(s) for single, s in zip(singles, single_states)]
-        rate = ensemble.learning_rate(epoch)
-        state = ensemble.train_step(state, images[:, step], labels[:, step], jnp.int32(epoch), rate)
-        single_states = [single.train_step(s, images[k, step], labels[k, step], jnp.int32(epoch), rate)
+        state = ensemble.train_step(state, images[:, step], labels[:, step], ensemble.epoch_inputs(epoch))
+        single_states = [single.train_step(s, images[k, step], labels[k, step], single.epoch_inputs(epoch))
                          for k, single, s in zip(checked, singles, single_states)]
         if step % 2 == 1:
             state = ensemble.end_epoch(state)

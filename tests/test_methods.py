@@ -56,7 +56,7 @@ def test_compiled_objective_equals_the_first_phase_before_the_switch_and_differs
     labels = jnp.asarray(rng.integers(0, 4, 32), jnp.int32)
     outputs = trainer.model.apply({"params": state.params["model"], "batch_stats": state.batch_stats},
                                   (images / 255.0 - 0.5) / 0.25, train=False)
-    loss_at = jax.jit(lambda epoch, loss_state: objective.loss(outputs, labels, epoch, loss_state,
+    loss_at = jax.jit(lambda phase, loss_state: objective.loss(outputs, labels, phase, loss_state,
                                                                state.params["loss"])[0])
     first_phase = float(jnp.sum(_first_phase_loss(name, outputs.logits, labels)))
     start = objective.phase_starts[1]
@@ -66,8 +66,9 @@ def test_compiled_objective_equals_the_first_phase_before_the_switch_and_differs
     for epoch in range(NUM_EPOCHS):
         for phase in objective.phases_entered_at(epoch):
             loss_state = phase.enter(loss_state, objective.hp, hooks)
-        seen.append(float(loss_at(jnp.int32(epoch), loss_state)))
-        loss_state = objective.end_epoch(objective.collect(loss_state, outputs, labels, jnp.int32(epoch), None))
+        phase = trainer.epoch_inputs(epoch).phase  # what the loop gives the step for this epoch
+        seen.append(float(loss_at(phase, loss_state)))
+        loss_state = objective.end_epoch(objective.collect(loss_state, outputs, labels, phase, None))
     assert 0 < start < NUM_EPOCHS
     # FFDS's first epoch collects DynaSmooth's statistics with CE: its own loss begins one epoch later.
     effective = start + (1 if name == "ffds" else 0)

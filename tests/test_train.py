@@ -54,7 +54,7 @@ def test_one_device_eight_device_shard_map_and_pmap_steps_agree():
         trainer, state, (images, labels) = small_program(("loss.name", "ffds"), ("loss.ffds_start", "0"),
                                                          ("parallel", mode), devices=devices)
         initial = jax.device_get(state)  # the step donates the state it is given
-        new_state = trainer.train_step(state, images, labels, jnp.int32(3), 0.1)
+        new_state = trainer.train_step(state, images, labels, trainer.epoch_inputs(3))
         results[(mode, len(devices))] = jax.device_get(new_state)
     reference = results[("shard_map", 1)]
     for key, new_state in results.items():
@@ -71,11 +71,11 @@ def test_train_step_compiles_once_across_deferred_phases():
     trainer, state, (images, labels) = small_program(("loss.name", "ib"), ("loss.ib_start", "2"))
     model = trainer.model.clone(batch_norm_axis_name="batch")
     step = chex.assert_max_traces(make_train_step(model, trainer.optimizer, trainer.objective, NORMALIZATION), n=1)
-    run = data_parallel(step, "shard_map", jax.devices(), in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED, REPLICATED),
+    run = data_parallel(step, "shard_map", jax.devices(), in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED),
                         out_specs=REPLICATED)
     losses_by_epoch = []
     for epoch in (0, 1, 2, 3):  # CE for epochs 0-1, influence-balanced from 2
-        state = run(trainer.start_epoch(state), images, labels, jnp.int32(epoch), 0.1)
+        state = run(trainer.start_epoch(state), images, labels, trainer.epoch_inputs(epoch))
         losses_by_epoch.append(float(state.totals.loss_sum))
     assert losses_by_epoch[2] > 10 * losses_by_epoch[1]  # IB's alpha = 1000 changes the loss scale at the switch
 
@@ -92,23 +92,25 @@ def test_learning_rate_schedule_is_the_reference_recipe_and_follows_the_run():
         assert short(epoch) == pytest.approx(expected, rel=1e-12), epoch
 
 
-def test_the_compiled_step_is_one_program_for_every_run_length_and_learning_rate():
-    """The schedule runs on the host: runs that differ only in length, milestones or base rate (a sweep, a shortened
-    run, --extend) lower to the same program, so they share one compilation."""
+@pytest.mark.parametrize("method", [(), (("loss.name", "ldam_drw"),)])
+def test_the_compiled_step_is_one_program_for_every_run_length_phase_start_and_learning_rate(method):
+    """The schedule runs on the host: runs that differ only in length, phase starts, milestones or base rate (a
+    sweep, a shortened run, --extend) lower to the same program, so they share one compilation."""
     def lowered(*overrides):
-        trainer, state, (images, labels) = small_program(*overrides)
-        return trainer.train_step.lower(state, images, labels, jnp.int32(0), 0.1).as_text()
+        trainer, state, (images, labels) = small_program(*method, *overrides)
+        return trainer.train_step.lower(state, images, labels, trainer.epoch_inputs(1)).as_text()
 
     one = lowered(("num_epochs", "2"))
     assert lowered(("num_epochs", "12"), ("optimizer.learning_rate", "0.05"), ("optimizer.warmup", "3"),
-                   ("optimizer.lr_decay", "((0.5, 0.1), (0.75, 0.01))")) == one
+                   ("optimizer.lr_decay", "((0.5, 0.1), (0.75, 0.01))"),
+                   *((("loss.drw_start", "9"),) if method else ())) == one
     assert lowered(("num_epochs", "2"), ("optimizer.momentum", "0.5")) != one  # what is compiled in does show
 
 
 def test_train_step_counts_accuracy_with_the_method_prediction_rule():
     """IIF predicts with z * iif: the train step's per-class correct counts use that rule, as evaluation does."""
     trainer, state, (images, labels) = small_program(("loss.name", "iif"))
-    new_state = trainer.train_step(jax.device_get(state), images, labels, jnp.int32(0), 0.1)
+    new_state = trainer.train_step(jax.device_get(state), images, labels, trainer.epoch_inputs(0))
     outputs, _ = trainer.model.apply(
         {"params": state.params["model"], "batch_stats": state.batch_stats},
         (images / 255.0 - 0.5) / 0.25, train=True, mutable=["batch_stats"],
@@ -121,7 +123,7 @@ def test_train_step_counts_accuracy_with_the_method_prediction_rule():
 
 def test_bfloat16_compute_trains_with_float32_parameters():
     trainer, state, (images, labels) = small_program(("model.dtype", "bfloat16"))
-    new_state = trainer.train_step(jax.device_get(state), images, labels, jnp.int32(0), 0.1)
+    new_state = trainer.train_step(jax.device_get(state), images, labels, trainer.epoch_inputs(0))
     assert np.isfinite(new_state.totals.loss_sum)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
     assert _max_difference(new_state.params, state.params) > 0

@@ -209,7 +209,7 @@ class TrainPipeline:
       >>> pipeline = TrainPipeline(source, global_batch_size=128, seed=0)  # doctest: +SKIP
       >>> batches = pipeline.batches(start_epoch=epoch, start_step=step, end_epoch=200)  # doctest: +SKIP
       >>> for batch in device_prefetch(batches, sharding):  # doctest: +SKIP
-      ...     state = train_step(state, batch.images, batch.labels, batch.epoch, learning_rate(batch.epoch))
+      ...     state = train_step(state, batch.images, batch.labels, epoch_inputs(batch.epoch))
     """
 
     def __init__(

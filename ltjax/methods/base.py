@@ -3,7 +3,8 @@ run (`Objective`), which the train step calls without knowing which method it is
 
 A `Method` is a record. Its `phases` run in order, each from the epoch its start key names (the first from epoch 0);
 a phase's `loss` maps the step's `Inputs` to per-example losses. The train step switches phases with `lax.switch` on
-the traced epoch, so one compiled program serves the whole run. State that persists across steps and epochs
+the phase index the host gives it for the epoch (`Objective.phase_at`), so one compiled program serves the whole run,
+and every run that differs only in its length or its phase starts. State that persists across steps and epochs
 (DynaSmooth's group means, SWRM's coordinates) is the method's own pytree, carried in the train state: created by
 `init_state`, updated inside the step by a phase's `collect`, at each epoch's end by `end_epoch`, and on the host when
 a phase begins by its `enter` hook (SWRM's similarity model needs a pass over the training set there).
@@ -168,15 +169,15 @@ class Objective:
     def num_classes(self) -> int:
         return self.stats.num_classes
 
-    def phase_index(self, epoch: jax.Array) -> jax.Array:
-        """The traced index of the phase that `epoch` belongs to."""
-        return sum((jnp.asarray(epoch) >= start).astype(jnp.int32) for start in self.phase_starts[1:])
+    def phase_at(self, epoch: int) -> int:
+        """The index of the phase that `epoch` belongs to (on the host: the step receives it)."""
+        return sum(epoch >= start for start in self.phase_starts[1:])
 
     def _inputs(self, outputs, labels, state, params) -> Inputs:
         return Inputs(outputs.logits, outputs.features, labels, self.hp, self.stats, state, params)
 
-    def loss(self, outputs, labels, epoch, state, params) -> tuple[jax.Array, jax.Array]:
-        """`(sum of the per-example losses, the normaliser)` of this device's shard, in the phase of `epoch`.
+    def loss(self, outputs, labels, phase, state, params) -> tuple[jax.Array, jax.Array]:
+        """`(sum of the per-example losses, the normaliser)` of this device's shard, in phase `phase` (traced).
 
         The batch loss is the psum of the sums over the psum of the normalisers: the number of examples, or the sum of
         the sample weights of a weighted mean.
@@ -187,11 +188,11 @@ class Objective:
         if len(branches) == 1:
             values, weights = branches[0]()
         else:
-            values, weights = jax.lax.switch(self.phase_index(epoch), branches)
+            values, weights = jax.lax.switch(phase, branches)
         return jnp.sum(values), jnp.sum(weights)
 
-    def collect(self, state, outputs, labels, epoch, axis_name: str | None):
-        """The in-step state update of the phase of `epoch` (identity in phases without one)."""
+    def collect(self, state, outputs, labels, phase, axis_name: str | None):
+        """The in-step state update of phase `phase` (identity in phases without one)."""
         phases = self.method.phases
         if all(phase.collect is None for phase in phases):
             return state
@@ -200,7 +201,7 @@ class Objective:
             functools.partial(phase.collect, inputs=inputs, axis_name=axis_name) if phase.collect else (lambda s: s)
             for phase in phases
         ]
-        return jax.lax.switch(self.phase_index(epoch), branches, state)
+        return jax.lax.switch(phase, branches, state)
 
     def predict(self, outputs, state=None) -> jax.Array:
         """Logits whose argmax is the method's prediction (`state` is the method's state; unused here)."""

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltjax.methods.base import Objective, Phase
 
@@ -74,16 +75,21 @@ class EnsembleObjective:
             return branches[0]()
         return jax.lax.switch(state["variant"], branches)
 
-    def loss(self, outputs, labels, epoch, state, params):
+    def phase_at(self, epoch: int) -> np.ndarray:
+        """`[members]` each member's phase index at `epoch` (its variant's phase starts)."""
+        return np.asarray([self.variants[index].phase_at(epoch) for index in self.member_variants], np.int32)
+
+    def loss(self, outputs, labels, phase, state, params):
+        """One member's loss (under the step's `vmap`): `phase` is that member's phase index."""
         def branch(index):
             slot = self._slot(index)
-            return self._bound(index, state).loss(outputs, labels, epoch, state["states"][slot], params[slot])
+            return self._bound(index, state).loss(outputs, labels, phase, state["states"][slot], params[slot])
         return self._switch(state, branch)
 
-    def collect(self, state, outputs, labels, epoch, axis_name):
+    def collect(self, state, outputs, labels, phase, axis_name):
         def branch(index):
             slot = self._slot(index)
-            updated = self._bound(index, state).collect(state["states"][slot], outputs, labels, epoch, axis_name)
+            updated = self._bound(index, state).collect(state["states"][slot], outputs, labels, phase, axis_name)
             return {**state["states"], slot: updated}
         return {**state, "states": self._switch(state, branch)}
 

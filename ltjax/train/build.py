@@ -5,8 +5,8 @@ The loop, the tests and the benchmarks all build their steps here, so they run t
 
     trainer = build(config, DataSpec(class_counts, image_shape, normalization, steps_per_epoch))
     state = trainer.init_state()
-    rate = trainer.learning_rate(epoch)                            # the host's schedule, a Python float
-    state = trainer.train_step(state, images, labels, epoch, rate)  # global uint8 batch [B, H, W, 3], labels [B]
+    schedule = trainer.epoch_inputs(epoch)                       # the host's schedule: epoch, phase, rate
+    state = trainer.train_step(state, images, labels, schedule)  # global uint8 batch [B, H, W, 3], labels [B]
     stats, features = trainer.eval_step(state, images, labels, mask)
 
 An ensemble's state and batches carry a leading member axis (`trainer.members`): images `[N, B, H, W, 3]`, each
@@ -42,6 +42,7 @@ from ltjax.train.state import TrainState
 from ltjax.train.step import (
     AXIS,
     MEMBERS_SPLIT,
+    EpochInputs,
     REPLICATED,
     SPLIT,
     check_batch_divides,
@@ -87,7 +88,8 @@ class Trainer:
       objective: the method bound to the run (`Objective`), or an `EnsembleObjective`.
       batch_sharding: where the steps want their batch arrays (`ltjax.data.device_prefetch` puts them there).
       eval_sharding: likewise for the eval step's (shared) batches.
-      learning_rate: `epoch -> rate` the train step is given for that epoch (0-indexed).
+      epoch_inputs: `epoch -> EpochInputs`, what the train step is given for that epoch (0-indexed): the run's
+        milestones (phase starts, learning-rate schedule) live here, on the host, not in the compiled step.
     """
 
     configs: tuple[ml_collections.ConfigDict, ...]
@@ -105,7 +107,7 @@ class Trainer:
     outputs_step: Callable
     start_epoch: Callable[[TrainState], TrainState]
     end_epoch: Callable[[TrainState], TrainState]
-    learning_rate: Callable[[int], float]
+    epoch_inputs: Callable[[int], EpochInputs]
 
     @property
     def config(self) -> ml_collections.ConfigDict:
@@ -251,9 +253,9 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
     member_map = jax.vmap if ensemble else (lambda fn, **_: fn)
     train_step = data_parallel(
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
-                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, None, None)),
+                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, EpochInputs(None, 0, None))),
         config.parallel, devices, in_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT,
-                                            MEMBERS_SPLIT if ensemble else SPLIT, REPLICATED, REPLICATED),
+                                            MEMBERS_SPLIT if ensemble else SPLIT, REPLICATED),
         out_specs=REPLICATED, donate_argnums=(0,),
     )
     eval_step = data_parallel(
@@ -277,8 +279,14 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         plan=_plan(configs, objectives, name, heads[0], data, devices),
         init_state=init_state, train_step=train_step, eval_step=eval_step, outputs_step=outputs_step,
         start_epoch=jax.jit(member_map(reset)), end_epoch=jax.jit(member_map(end)),
-        learning_rate=learning_rate_schedule(config.optimizer, config.num_epochs),
+        epoch_inputs=functools.partial(_epoch_inputs, objective,
+                                       learning_rate_schedule(config.optimizer, config.num_epochs)),
     )
+
+
+def _epoch_inputs(objective, learning_rate: Callable[[int], float], epoch: int) -> EpochInputs:
+    return EpochInputs(np.int32(epoch), np.asarray(objective.phase_at(epoch), np.int32),
+                       np.float32(learning_rate(epoch)))
 
 
 def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devices) -> dict:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 
 from ltjax.configs import files

@@ -26,7 +26,6 @@ import time
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -281,9 +280,9 @@ def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, logs: dic
         started = time.perf_counter()
         progress = tqdm(run.batches(epoch, first_step), total=steps_per_epoch - first_step, desc=f"epoch {epoch}",
                         leave=False, disable=not config.progress_bar)
-        epoch_index, rate = jnp.int32(epoch), jnp.float32(trainer.learning_rate(epoch))
+        schedule = jax.device_put(trainer.epoch_inputs(epoch))
         for step, batch in enumerate(progress, start=epoch * steps_per_epoch + first_step + 1):
-            state = trainer.train_step(state, batch.images, batch.labels, epoch_index, rate)
+            state = trainer.train_step(state, batch.images, batch.labels, schedule)
             if max_steps is not None and step >= max_steps:
                 progress.close()
                 run.save(state)

@@ -3,9 +3,9 @@
 Warm-up length and decay milestones are epoch specs (`ltjax.schedules.epoch_of`): fractions of the run by default,
 so a shortened run keeps the recipe's shape (decay at 80% and 90% of 200 epochs is 160/180, of 20 epochs 16/18).
 
-The schedule runs on the host and the train step receives the epoch's rate as an argument: the compiled step does not
-depend on the run's length, its milestones or its base rate, so runs that differ only there (a sweep, a shortened
-run, `--extend`) share one program and its compilation cache entry.
+The schedule runs on the host and the train step receives the epoch's rate as an argument (`EpochInputs`, with the
+method's phase): the compiled step does not depend on the run's length, its milestones or its base rate, so runs that
+differ only there (a sweep, a shortened run, `--extend`) share one program and its compilation cache entry.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The train and eval steps, written per device in the pmap programming model, and their data-parallel wrapper.
 
-`make_train_step` returns `train_step(state, images, labels, epoch, learning_rate) -> state`, a pure function of one
-device's shard of the batch and the epoch's two scalars (the rate from the host's schedule, `ltjax.train.optim`):
-gradients are averaged with `pmean` over the named axis `"batch"`, BatchNorm normalises with statistics
+`make_train_step` returns `train_step(state, images, labels, schedule) -> state`, a pure function of one device's
+shard of the batch and of what the host's schedule says for the epoch (`EpochInputs`: the epoch, the method's phase,
+the learning rate; so the compiled step depends on none of the run's milestones): gradients are averaged with
+`pmean` over the named axis `"batch"`, BatchNorm normalises with statistics
 synchronised over that axis, and sums (loss normaliser, per-class counts, the method's in-step statistics) are
 `psum`med, so every device ends the step with the same state and a step on D devices equals one device's step on the
 global batch. What the loss is, when its phases switch and what state it keeps is the `Objective`'s business; the
@@ -19,7 +20,7 @@ global batch with the pipeline's `process_index`/`process_count`, and assemble g
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,20 @@ SPLIT = PartitionSpec(AXIS)
 MEMBERS_SPLIT = PartitionSpec(None, AXIS)  # [members, batch, ...]: every member's batch split over the devices
 
 
+class EpochInputs(NamedTuple):
+    """What the train step is given for an epoch, from the host's schedule (`Trainer.epoch_inputs`).
+
+    Attributes:
+      epoch: the 0-indexed epoch (the device augmentation's draws depend on it), int32.
+      phase: the method's phase index (`Objective.phase_at`), int32; `[members]` in an ensemble.
+      learning_rate: the schedule's rate for the epoch (`ltjax.train.optim`), float32.
+    """
+
+    epoch: jax.Array
+    phase: jax.Array
+    learning_rate: jax.Array
+
+
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
@@ -57,10 +72,9 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
     """
 
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch: jax.Array,
-                   learning_rate: jax.Array) -> TrainState:
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs) -> TrainState:
         if crop_padding is not None:
-            key = device_augment.step_key(state.seed, epoch, state.step)
+            key = device_augment.step_key(state.seed, schedule.epoch, state.step)
             first = jax.lax.axis_index(AXIS) * images.shape[0]
             images = device_augment.pad_crop_flip(images, key, padding=crop_padding, index_offset=first)
         inputs = normalize(images, normalization)
@@ -70,7 +84,7 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
                 {"params": params["model"], "batch_stats": state.batch_stats},
                 inputs, train=True, mutable=["batch_stats"],
             )
-            total, normalizer = objective.loss(outputs, labels, epoch, state.loss_state, params["loss"])
+            total, normalizer = objective.loss(outputs, labels, schedule.phase, state.loss_state, params["loss"])
             normalizer = jax.lax.psum(normalizer, AXIS)
             # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
             return total * jax.lax.psum(1, AXIS) / normalizer, (outputs, updates, total, normalizer)
@@ -78,7 +92,8 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         grads, (outputs, updates, total, normalizer) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
         batch_loss = jax.lax.psum(total, AXIS) / normalizer
-        param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params, learning_rate=learning_rate)
+        param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
+                                                    learning_rate=schedule.learning_rate)
         totals = state.totals.add(
             batch_loss, objective.predict(outputs, state.loss_state), labels, state.step,
             jnp.isfinite(batch_loss) & _all_finite(grads), axis_name=AXIS,
@@ -88,7 +103,7 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
             params=optax.apply_updates(state.params, param_updates),
             batch_stats=updates["batch_stats"],
             opt_state=opt_state,
-            loss_state=objective.collect(state.loss_state, outputs, labels, epoch, AXIS),
+            loss_state=objective.collect(state.loss_state, outputs, labels, schedule.phase, AXIS),
             totals=totals,
         )
 
