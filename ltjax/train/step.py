@@ -195,10 +195,13 @@ def data_parallel(
     # then present the same input shardings, so the step is traced and compiled once.
     placements = tuple(NamedSharding(mesh, spec) for spec in in_specs)
 
-    def run(*args):
-        return mapped(*(jax.device_put(a, placement) for a, placement in zip(args, placements)))
+    def placed(args):
+        return tuple(jax.device_put(a, placement) for a, placement in zip(args, placements))
 
-    run.lower = lambda *args: mapped.lower(*(jax.device_put(a, p) for a, p in zip(args, placements)))
+    def run(*args):
+        return mapped(*placed(args))
+
+    run.lower = lambda *args: mapped.lower(*placed(args))
     return run
 
 
