@@ -32,6 +32,19 @@ def shared_data() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def ce_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
+    """(workdir, report) of a CE run of ResNet-8 on the digits at imbalance 100 (the head digit has 120 training
+    images, the tail 1), 12 epochs: what ltjax-eval evaluates and the decoupled second stages start from. Tests add
+    evaluations and later stages beside it, never train it further."""
+    from ltjax.train.loop import train_and_evaluate
+    from runs import DATASET_MODEL, digits_config
+
+    workdir = tmp_path_factory.mktemp("ce-digits-if100")
+    config = digits_config(("dataset.imbalance_factor", "100"), ("num_epochs", "12"), model=DATASET_MODEL)
+    return workdir, train_and_evaluate(config, workdir, say=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def tiny_imagenet_root(shared_data) -> pathlib.Path:
     """The real `tiny-imagenet-200` copy (official layout, IF-100 training subset, complete val folder)."""
     root = shared_data / "tiny-imagenet-200"

@@ -6,12 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from ltjax.configs import files, schema
 from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
 from ltjax.train.build import DataSpec, build, build_ensemble
 from ltjax.train.loop import train_and_evaluate, train_ensemble
 
+from runs import digits_config
 from tolerance import assert_close_to_scale
 
 NORMALIZATION = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -19,8 +19,7 @@ COUNTS = np.array([40, 20, 10, 5])
 
 
 def config(*overrides):
-    written = files.load_config_file(files.DEFAULT_CONFIG)
-    return schema.apply_overrides(written, [("progress_bar", "false"), ("num_epochs", "3"), *overrides])[0]
+    return digits_config(("num_epochs", "3"), *overrides)
 
 
 # Seeds of one method (LA 0 and 2) with a grid of its tau, and a second method (FFDS, whose DynaSmooth state the

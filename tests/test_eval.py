@@ -3,27 +3,18 @@ import hashlib
 import json
 
 import numpy as np
-import pytest
 
 from ltjax import posthoc
-from ltjax.configs import files, schema
 from ltjax.train import eval_main
 from ltjax.train.evaluate import load_run, select_on_validation
 from ltjax.train.loop import train_and_evaluate, train_ensemble
 
+from runs import digits_config
+
 
 def config(*overrides):
-    written = files.load_config_file(files.DEFAULT_CONFIG)
-    pairs = [("progress_bar", "false"), ("dataset.imbalance_factor", "100"), ("num_epochs", "12"), *overrides]
-    return schema.apply_overrides(written, pairs)[0]
-
-
-@pytest.fixture(scope="module")
-def ce_run(tmp_path_factory):
-    """A CE run on the digits at imbalance 100 (the head digit has 120 images, the tail 1)."""
-    workdir = tmp_path_factory.mktemp("ce")
-    report = train_and_evaluate(config(), workdir, say=lambda _: None)
-    return workdir, report
+    """A run for the tests that check wiring; the post-hoc gains are measured on the shared `ce_run` (conftest)."""
+    return digits_config(("dataset.imbalance_factor", "100"), *overrides)
 
 
 def _checkpoint_digest(workdir) -> str:
@@ -95,15 +86,15 @@ def test_another_split_and_errors(ce_run, capsys):
 
 
 def test_selection_needs_a_validation_split(tmp_path, capsys):
-    train_and_evaluate(config(("dataset.validation_per_class", "0"), ("num_epochs", "1")), tmp_path,
-                       say=lambda _: None)
+    unsplit = config(("dataset.validation_per_class", "0"), ("num_epochs", "1"))
+    train_and_evaluate(unsplit, tmp_path, say=lambda _: None)
     assert eval_main.main(["--workdir", str(tmp_path), "--posthoc", "la", "--select-on", "validation"]) == 1
     assert "the test split is never used for selection" in capsys.readouterr().err
 
 
 def test_a_member_of_an_ensemble_is_evaluated_as_its_own_run(tmp_path, capsys):
-    members = [config(("num_epochs", "2"), ("seed", "0")), config(("num_epochs", "2"), ("seed", "1"),
-                                                                    ("loss.name", "la"))]
+    members = [config(("num_epochs", "2"), ("seed", "0")),
+               config(("num_epochs", "2"), ("seed", "1"), ("loss.name", "la"))]
     reports = train_ensemble(members, tmp_path, say=lambda _: None)
     assert eval_main.main(["--workdir", str(tmp_path)]) == 1
     assert "--member K" in capsys.readouterr().err

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from ltjax import datasets
-from ltjax.configs import files, schema
+from ltjax.configs import schema
 from ltjax.keys import ConfigError
 from ltjax.data.splits import SplitManifest
 from ltjax.train import main as train_main
@@ -37,10 +37,7 @@ from ltjax.train.checkpoint import Checkpointer, CheckpointError, state_digest
 from ltjax.train.loop import NonFiniteError, train_and_evaluate
 from ltjax.train.workdir import Workdir, WorkdirBusyError, default_name
 
-
-def digits_config(*overrides):
-    written = files.load_config_file(files.DEFAULT_CONFIG)
-    return schema.apply_overrides(written, [("progress_bar", "false"), *overrides])[0]
+from runs import DATASET_MODEL, SMOKE_ARGS, digits_config
 
 
 def quiet(_: str) -> None:
@@ -66,7 +63,7 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_good_checkpoints(
 
 
 def test_the_command_exits_nonzero_on_divergence(tmp_path, capsys):
-    argv = [f"--workdir={tmp_path}", "--config.progress_bar=false"] + [f"--config.{k}={v}" for k, v in DIVERGING]
+    argv = [f"--workdir={tmp_path}", *SMOKE_ARGS] + [f"--config.{k}={v}" for k, v in DIVERGING]
     assert train_main.main(argv) == 1
     assert "training diverged" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
@@ -81,9 +78,15 @@ def _restore_latest(config, workdir: pathlib.Path):
 # --- damaged checkpoints ------------------------------------------------------------------------------------------
 
 
+def _checkpointed_config(epochs: int):
+    # ResNet-8's arrays fill the checkpoint's largest data file, so damage to that file lands in array data (ResNet-2's
+    # few kB may share it with other records).
+    return digits_config(("num_epochs", str(epochs)), model=DATASET_MODEL)
+
+
 def _trained_workdir(tmp_path: pathlib.Path, epochs: int = 2) -> tuple[pathlib.Path, dict]:
     workdir = tmp_path / "run"
-    report = train_and_evaluate(digits_config(("num_epochs", str(epochs))), workdir, say=quiet)
+    report = train_and_evaluate(_checkpointed_config(epochs), workdir, say=quiet)
     return workdir, report
 
 
@@ -94,7 +97,7 @@ def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
 
 def _resume(workdir: pathlib.Path, epochs: int = 2) -> tuple[dict, list[str]]:
     said = []
-    report = train_and_evaluate(digits_config(("num_epochs", str(epochs))), workdir, say=said.append)
+    report = train_and_evaluate(_checkpointed_config(epochs), workdir, say=said.append)
     return report, said
 
 
@@ -168,7 +171,8 @@ def test_default_workdirs_differ_by_method_dataset_factor_and_seed():
 def test_resuming_with_another_config_is_an_error_showing_the_difference(tmp_path):
     workdir, _ = _trained_workdir(tmp_path, epochs=1)
     with pytest.raises(ConfigError, match=r"(?s)another config.*optimizer\.learning_rate: 0\.1 -> 0\.05"):
-        train_and_evaluate(digits_config(("num_epochs", "1"), ("optimizer.learning_rate", "0.05")), workdir, say=quiet)
+        changed = digits_config(("num_epochs", "1"), ("optimizer.learning_rate", "0.05"), model=DATASET_MODEL)
+        train_and_evaluate(changed, workdir, say=quiet)
 
 
 def test_a_second_run_is_kept_out_of_a_busy_workdir(tmp_path):
@@ -199,19 +203,20 @@ def test_a_resumed_run_logs_each_epoch_exactly_once(tmp_path):
     assert epochs == [0, 1, 2]
 
 
-def _cli(workdir: pathlib.Path) -> list[str]:
+def _arguments(workdir: pathlib.Path) -> list[str]:
     # D-FFDS from epoch 1: the run carries method state (DynaSmooth's sums and group means) across the kill.
-    return [sys.executable, "-m", "ltjax", f"--workdir={workdir}", "--config.loss.name=ffds",
-            "--config.loss.ffds_start=1", "--config.num_epochs=3", "--config.checkpoint_every_steps=2",
-            "--config.progress_bar=false"]
+    return [f"--workdir={workdir}", "--config.loss.name=ffds", "--config.loss.ffds_start=1", "--config.num_epochs=3",
+            "--config.checkpoint_every_steps=2", *SMOKE_ARGS]
 
 
 def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL the real command mid-epoch (digits: 7 steps per epoch), rerun it, compare with a run never killed;
-    the kill lands in D-FFDS's collecting epoch, so its state must come back from the checkpoint too."""
+    the kill lands in D-FFDS's collecting epoch, so its state must come back from the checkpoint too. Only the killed
+    run needs a process of its own; the others run the same command's `main` here."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_cli(straight), check=True, capture_output=True, timeout=600)
-    process = subprocess.Popen(_cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert train_main.main(_arguments(straight)) == 0
+    process = subprocess.Popen([sys.executable, "-m", "ltjax", *_arguments(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (killed / "checkpoints" / "10").is_dir():  # step 10 is mid-epoch 1
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before its checkpoint"
@@ -219,7 +224,7 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "report.json").exists()
-    subprocess.run(_cli(killed), check=True, capture_output=True, timeout=600)
+    assert train_main.main(_arguments(killed)) == 0
     assert (killed / "report.json").read_text() == (straight / "report.json").read_text()
     assert len((killed / "log.jsonl").read_text().splitlines()) == 3
 

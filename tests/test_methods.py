@@ -17,6 +17,8 @@ from ltjax.methods import listing
 from ltjax.train import main as train_main
 from ltjax.train.build import DataSpec, build
 
+from runs import SMOKE_ARGS, digits_config
+
 NORMALIZATION = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 COUNTS = np.array([40, 20, 10, 5])
 NUM_EPOCHS = 4
@@ -25,9 +27,7 @@ FIRST_PHASE_IS_CE = ("ib", "ffds", "swrm", "dyswrm")
 
 
 def _config(name: str, *overrides):
-    written = files.load_config_file(files.DEFAULT_CONFIG)
-    pairs = [("loss.name", name), ("num_epochs", str(NUM_EPOCHS)), ("progress_bar", "false"), *overrides]
-    return schema.apply_overrides(written, pairs)[0]
+    return digits_config(("loss.name", name), ("num_epochs", str(NUM_EPOCHS)), *overrides)
 
 
 def _first_phase_loss(name: str, logits, labels) -> jax.Array:
@@ -88,7 +88,7 @@ def cli_runs(tmp_path_factory):
         workdir = root / name
         if not (workdir / "report.json").exists():
             argv = [f"--workdir={workdir}", f"--config.loss.name={name}", f"--config.num_epochs={NUM_EPOCHS}",
-                    "--config.progress_bar=false"]
+                    *SMOKE_ARGS]
             if methods.get(name).second_stage:  # a second stage continues the CE run
                 run("ce")
                 argv += [f"--config.loss.init_from={root / 'ce'}", "--config.dataset.sampler=class_balanced"]

@@ -77,14 +77,14 @@ def basic_block_params(in_channels: int, channels: int, projection: bool) -> int
     return count
 
 
-def resnet32_param_count(num_classes: int) -> int:
+def cifar_resnet_param_count(num_classes: int, blocks_per_stage: int = 5) -> int:
     count = conv_params(3, 3, 16) + bn_params(16)
     in_channels = 16
     for channels in (16, 32, 64):
-        for _ in range(5):
+        for _ in range(blocks_per_stage):
             count += basic_block_params(in_channels, channels, projection=False)  # option A has no parameters
             in_channels = channels
-    return count + linear_params(64, num_classes)
+    return count + linear_params(in_channels, num_classes)
 
 
 def resnet10_param_count(num_classes: int) -> int:
@@ -118,10 +118,19 @@ def tiny_cifar_resnet():
 
 def test_resnet32_param_count_matches_reference():
     variables = abstract_variables(create_model("resnet32", num_classes=10), (1, 32, 32, 3))
-    assert resnet32_param_count(10) == 464_154  # the 0.46M of LDAM-DRW's table, counted from the layers
-    assert num_params(variables["params"]) == resnet32_param_count(10)
+    assert cifar_resnet_param_count(10) == 464_154  # the 0.46M of LDAM-DRW's table, counted from the layers
+    assert num_params(variables["params"]) == cifar_resnet_param_count(10)
     variables = abstract_variables(create_model("resnet32", num_classes=100), (1, 32, 32, 3))
-    assert num_params(variables["params"]) == resnet32_param_count(100)
+    assert num_params(variables["params"]) == cifar_resnet_param_count(100)
+
+
+@pytest.mark.parametrize("name, blocks_per_stage, feature_dim", [("resnet8", 1, 64), ("resnet2", 0, 16)])
+def test_small_cifar_resnets_count_their_layers(name, blocks_per_stage, feature_dim):
+    model = create_model(name, num_classes=10)
+    variables = abstract_variables(model, (1, 8, 8, 3))
+    assert num_params(variables["params"]) == cifar_resnet_param_count(10, blocks_per_stage)
+    logits, features = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 8, 8, 3)), train=False), variables)
+    assert logits.shape == (1, 10) and features.shape == (1, feature_dim)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +146,7 @@ def test_normed_and_cosine_heads_have_no_bias():
     for head in ("normed", "cosine"):
         variables = abstract_variables(create_model("resnet32", num_classes=10, head=head), (1, 32, 32, 3))
         assert set(variables["params"]["head"]) == {"kernel"}
-        assert num_params(variables["params"]) == resnet32_param_count(10) - 10
+        assert num_params(variables["params"]) == cifar_resnet_param_count(10) - 10
     variables = abstract_variables(
         create_model("resnet32", num_classes=10, head="cosine", cosine_learnable_scale=True), (1, 32, 32, 3)
     )
@@ -197,11 +206,11 @@ def test_resnet10_small_input_forward():
 
 
 def test_create_model_rejects_unknown_names():
-    with pytest.raises(ValueError, match="resnet8, resnet32, resnet10, resnet18, resnet50"):
+    with pytest.raises(ValueError, match="resnet2, resnet8, resnet32, resnet10, resnet18, resnet50"):
         create_model("resnet34", num_classes=10)
     with pytest.raises(ValueError, match="linear, normed, cosine"):
         create_model("resnet32", num_classes=10, head="arcface")
-    assert MODEL_NAMES == ("resnet8", "resnet32", "resnet10", "resnet18", "resnet50")
+    assert MODEL_NAMES == ("resnet2", "resnet8", "resnet32", "resnet10", "resnet18", "resnet50")
 
 
 # --- initialisation --------------------------------------------------------------------------------------------

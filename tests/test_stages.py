@@ -5,33 +5,26 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ltjax.configs import files, schema
 from ltjax.keys import ConfigError
 from ltjax.train.evaluate import load_run
 from ltjax.train.loop import train_and_evaluate
 
+from runs import DATASET_MODEL, SMOKE_MODEL, digits_config
 
-def config(*overrides):
-    written = files.load_config_file(files.DEFAULT_CONFIG)
-    pairs = [("progress_bar", "false"), ("dataset.imbalance_factor", "100"), *overrides]
-    return schema.apply_overrides(written, pairs)[0]
+
+def config(*overrides, model: str = DATASET_MODEL):
+    """cRT's few-shot gain needs a network that learns: ResNet-8 unless a test only checks what a stage refuses."""
+    return digits_config(("dataset.imbalance_factor", "100"), *overrides, model=model)
 
 
 def quiet(_: str) -> None:
     pass
 
 
-@pytest.fixture(scope="module")
-def first_stage(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("first")
-    report = train_and_evaluate(config(("num_epochs", "12")), workdir, say=quiet)
-    return workdir, report
-
-
-def _second(name: str, first, workdir, *overrides):
+def _second(name: str, first, workdir, *overrides, model: str = DATASET_MODEL):
     return train_and_evaluate(
         config(("loss.name", name), ("loss.init_from", str(first)), ("dataset.sampler", "class_balanced"),
-               ("num_epochs", "6"), *overrides),
+               ("num_epochs", "6"), *overrides, model=model),
         workdir, say=quiet)
 
 
@@ -39,8 +32,8 @@ def _flat(tree) -> dict:
     return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
 
 
-def test_crt_retrains_only_the_classifier_and_raises_few_shot_accuracy(first_stage, tmp_path):
-    first, first_report = first_stage
+def test_crt_retrains_only_the_classifier_and_raises_few_shot_accuracy(ce_run, tmp_path):
+    first, first_report = ce_run
     report = _second("crt", first, tmp_path)
     assert report["few_shot_accuracy"] > first_report["few_shot_accuracy"] + 0.03
     before, after = load_run(first, say=quiet).state, load_run(tmp_path, say=quiet).state
@@ -52,8 +45,8 @@ def test_crt_retrains_only_the_classifier_and_raises_few_shot_accuracy(first_sta
             np.testing.assert_array_equal(after_params[path], value, err_msg=path)  # the frozen backbone
 
 
-def test_lws_trains_only_the_class_scales(first_stage, tmp_path):
-    first, _ = first_stage
+def test_lws_trains_only_the_class_scales(ce_run, tmp_path):
+    first, _ = ce_run
     _second("lws", first, tmp_path)
     before, after = _flat(load_run(first, say=quiet).state.params["model"]), _flat(
         load_run(tmp_path, say=quiet).state.params["model"])
@@ -63,8 +56,8 @@ def test_lws_trains_only_the_class_scales(first_stage, tmp_path):
     assert not np.allclose(after["head/scales"], 1.0)
 
 
-def test_second_stages_say_what_they_need(first_stage, tmp_path):
-    first, _ = first_stage
+def test_second_stages_say_what_they_need(ce_run, tmp_path):
+    first, _ = ce_run
     with pytest.raises(ConfigError, match=r"starts from a trained run: set --config\.loss\.init_from="):
         train_and_evaluate(config(("loss.name", "crt"), ("dataset.sampler", "class_balanced")), tmp_path, say=quiet)
     with pytest.raises(ConfigError, match=r"trains with dataset\.sampler='class_balanced'.*add "
@@ -76,6 +69,6 @@ def test_second_stages_say_what_they_need(first_stage, tmp_path):
 
 def test_lws_needs_a_linear_first_stage(tmp_path):
     normed = tmp_path / "ldam"
-    train_and_evaluate(config(("loss.name", "ldam_drw"), ("num_epochs", "2")), normed, say=quiet)
+    train_and_evaluate(config(("loss.name", "ldam_drw"), ("num_epochs", "2"), model=SMOKE_MODEL), normed, say=quiet)
     with pytest.raises(ConfigError, match=r"has no parameter model/head/bias"):
-        _second("lws", normed, tmp_path / "lws")
+        _second("lws", normed, tmp_path / "lws", model=SMOKE_MODEL)

@@ -19,6 +19,7 @@ from ltjax.train.loop import train_and_evaluate
 from ltjax.train.optim import learning_rate_schedule
 from ltjax.train.step import REPLICATED, SPLIT, data_parallel, make_train_step
 
+from runs import SMOKE_MODEL, digits_config
 from tolerance import assert_close_to_scale
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -26,16 +27,10 @@ NORMALIZATION = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 COUNTS = np.array([40, 20, 10, 5])
 
 
-def digits_config(*overrides: tuple[str, str]):
-    """The default config with command-line style overrides, resolved."""
-    written = files.load_config_file(files.DEFAULT_CONFIG)
-    return schema.apply_overrides(written, [("progress_bar", "false"), *overrides])[0]
-
-
-def small_program(*overrides, devices=None, steps_per_epoch: int = 10):
+def small_program(*overrides, devices=None, steps_per_epoch: int = 10, model: str = SMOKE_MODEL):
     """A 4-class program on 8x8 images (no dataset loaded), its initial state and a fixed batch of 16."""
-    trainer = build(digits_config(*overrides), DataSpec(COUNTS, (8, 8, 3), NORMALIZATION, steps_per_epoch),
-                    devices=devices)
+    trainer = build(digits_config(*overrides, model=model),
+                    DataSpec(COUNTS, (8, 8, 3), NORMALIZATION, steps_per_epoch), devices=devices)
     rng = np.random.default_rng(0)
     batch = (rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, 16).astype(np.int32))
     return trainer, trainer.init_state(), batch
@@ -108,17 +103,17 @@ def test_the_compiled_step_is_one_program_for_every_run_length_phase_start_and_l
 
 
 def test_train_step_counts_accuracy_with_the_method_prediction_rule():
-    """IIF predicts with z * iif: the train step's per-class correct counts use that rule, as evaluation does."""
-    trainer, state, (images, labels) = small_program(("loss.name", "iif"))
-    new_state = trainer.train_step(jax.device_get(state), images, labels, trainer.epoch_inputs(0))
-    outputs, _ = trainer.model.apply(
-        {"params": state.params["model"], "batch_stats": state.batch_stats},
-        (images / 255.0 - 0.5) / 0.25, train=True, mutable=["batch_stats"],
-    )
-    predicted = np.argmax(losses.iif_logits(outputs.logits, class_counts=COUNTS), axis=-1)
-    expected = np.bincount(labels[predicted == labels], minlength=4)
-    assert not np.array_equal(np.argmax(outputs.logits, -1), predicted)  # the rule matters for this batch
-    np.testing.assert_array_equal(new_state.totals.class_correct, expected)
+    """IIF predicts with z * iif: the train step's per-class correct counts use that rule, as evaluation does. With a
+    zero kernel every example's logits are the head's bias, whose raw argmax (class 0) and IIF argmax (class 3, the
+    rarest and most up-weighted) differ."""
+    trainer, state, (images, labels) = small_program(("loss.name", "iif"), ("model.head", "linear"))
+    state = jax.device_get(state)
+    bias = np.array([1.0, 0.9, 0.8, 0.7], np.float32)
+    head = {"kernel": np.zeros_like(state.params["model"]["head"]["kernel"]), "bias": bias}
+    state = state.replace(params={**state.params, "model": {**state.params["model"], "head": head}})
+    assert np.argmax(bias) == 0 and np.argmax(losses.iif_logits(bias, class_counts=COUNTS)) == 3
+    new_state = trainer.train_step(state, images, labels, trainer.epoch_inputs(0))
+    np.testing.assert_array_equal(new_state.totals.class_correct, np.bincount(labels[labels == 3], minlength=4))
 
 
 def test_bfloat16_compute_trains_with_float32_parameters():

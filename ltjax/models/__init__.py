@@ -37,6 +37,9 @@ from ltjax.models.resnet import BasicBlock, Bottleneck, ResNet
 from ltjax.models.resnet_cifar import CifarBasicBlock, CifarResNet, option_a_shortcut, residual_relu
 
 _ARCHITECTURES = {
+    # ResNet-2: the family's n = 0 member, the stem and the head with no residual block. Its step compiles in about a
+    # third of ResNet-8's time, for smoke runs (and tests) that check a method's wiring rather than its accuracy.
+    "resnet2": functools.partial(CifarResNet, blocks_per_stage=(0, 0, 0)),
     # ResNet-8: the CIFAR design with one block per stage, for quick runs on tiny images (the digits default).
     "resnet8": functools.partial(CifarResNet, blocks_per_stage=(1, 1, 1)),
     "resnet32": functools.partial(CifarResNet, blocks_per_stage=(5, 5, 5)),
@@ -51,7 +54,8 @@ def create_model(name: str, num_classes: int, head: str = "linear", **kwargs) ->
     """The model called `name` with `num_classes` outputs and the given head.
 
     Args:
-      name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet8" (its one-block-per-stage sibling), "resnet10",
+      name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet8" (its one-block-per-stage sibling), "resnet2" (the
+        stem and head alone, for smoke runs), "resnet10",
         "resnet18", "resnet50" (torchvision layout).
       num_classes: C.
       head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier),
