@@ -40,7 +40,8 @@ def ce_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
     from runs import DATASET_MODEL, digits_config
 
     workdir = tmp_path_factory.mktemp("ce-digits-if100")
-    config = digits_config(("dataset.imbalance_factor", "100"), ("num_epochs", "12"), model=DATASET_MODEL)
+    config = digits_config(("dataset.imbalance_factor", "100"), ("num_epochs", "12"), ("plots", "true"),
+                           model=DATASET_MODEL)
     return workdir, train_and_evaluate(config, workdir, say=lambda _: None)
 
 

@@ -3,17 +3,20 @@
 Most tests check how a run is wired (a method's phases and state, checkpoints and resume, ensembles, tables, the
 command line), not how well its network learns. They train ResNet-2, the stem and the head alone, whose train step
 compiles in about a third of ResNet-8's time on CPU; compiling those steps is most of the suite's time. Tests whose
-assertions need a network that learns pass `model=DATASET_MODEL`, the digits' own ResNet-8.
+assertions need a network that learns pass `model=DATASET_MODEL`, the digits' own ResNet-8. Drawing a run's plots
+takes about a second, as long as the rest of such a run: they are off unless a test looks at them
+(("plots", "true")).
 """
 from ltjax.configs import files, schema
 
 SMOKE_MODEL = "resnet2"
 DATASET_MODEL = ""  # the config's empty model name: the dataset's default
 # The same, for runs started through the command line.
-SMOKE_ARGS = [f"--config.model.name={SMOKE_MODEL}", "--config.progress_bar=false"]
+SMOKE_ARGS = [f"--config.model.name={SMOKE_MODEL}", "--config.progress_bar=false", "--config.plots=false"]
 
 
 def digits_config(*overrides: tuple[str, str], model: str = SMOKE_MODEL):
-    """The default config with `overrides` applied after `model` (a later ("model.name", ...) pair wins), resolved."""
+    """The default config with `overrides` applied after `model` and the plots switch, resolved."""
     written = files.load_config_file(files.DEFAULT_CONFIG)
-    return schema.apply_overrides(written, [("progress_bar", "false"), ("model.name", model), *overrides])[0]
+    pairs = [("progress_bar", "false"), ("plots", "false"), ("model.name", model), *overrides]
+    return schema.apply_overrides(written, pairs)[0]

@@ -71,14 +71,18 @@ def test_member_k_equals_the_single_run_it_stands_for_step_by_step():
 
 def test_an_ensemble_run_reproduces_each_single_run_and_a_diverged_member_touches_no_other(tmp_path):
     members = [
-        config(("loss.name", "ce"), ("seed", "0"), ("num_epochs", "2")),
+        config(("loss.name", "ce"), ("seed", "0"), ("num_epochs", "2"), ("plots", "true")),
         # IB with an absurd influence scale: its loss overflows from the first step.
-        config(("loss.name", "ib"), ("loss.ib_start", "0"), ("loss.alpha", "1e38"), ("seed", "2"), ("num_epochs", "2")),
+        config(("loss.name", "ib"), ("loss.ib_start", "0"), ("loss.alpha", "1e38"), ("seed", "2"), ("num_epochs", "2"),
+               ("plots", "true")),
     ]
     reports = train_ensemble(members, tmp_path / "ensemble", say=lambda _: None)
     assert reports[1] is None
     diverged = json.loads((tmp_path / "ensemble" / "members" / "1" / "diverged.json").read_text())
     assert diverged["epoch"] == 0
+    # Each member that finished has its own plots; the diverged one has neither report nor plots.
+    assert len(list((tmp_path / "ensemble" / "members" / "0").glob("*.png"))) == 4
+    assert not list((tmp_path / "ensemble" / "members" / "1").glob("*.png"))
     single = train_and_evaluate(members[0], tmp_path / "single", say=lambda _: None)
     member_dir = tmp_path / "ensemble" / "members" / "0"
     assert json.loads((member_dir / "config.json").read_text()) == json.loads(

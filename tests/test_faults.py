@@ -18,6 +18,7 @@
 """
 import json
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,16 +79,22 @@ def _restore_latest(config, workdir: pathlib.Path):
 # --- damaged checkpoints ------------------------------------------------------------------------------------------
 
 
-def _checkpointed_config(epochs: int):
+def _checkpointed_config(epochs: int = 2):
     # ResNet-8's arrays fill the checkpoint's largest data file, so damage to that file lands in array data (ResNet-2's
     # few kB may share it with other records).
     return digits_config(("num_epochs", str(epochs)), model=DATASET_MODEL)
 
 
-def _trained_workdir(tmp_path: pathlib.Path, epochs: int = 2) -> tuple[pathlib.Path, dict]:
-    workdir = tmp_path / "run"
-    report = train_and_evaluate(_checkpointed_config(epochs), workdir, say=quiet)
-    return workdir, report
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
+    """A finished 2-epoch run, checkpoints at steps 7 and 14; tests damage or resume copies of it."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    return workdir, train_and_evaluate(_checkpointed_config(), workdir, say=quiet)
+
+
+def _trained_workdir(finished_run, tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict]:
+    source, report = finished_run
+    return shutil.copytree(source, tmp_path / "run"), report
 
 
 def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
@@ -95,15 +102,15 @@ def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
     return max(files_, key=lambda path: path.stat().st_size)
 
 
-def _resume(workdir: pathlib.Path, epochs: int = 2) -> tuple[dict, list[str]]:
+def _resume(workdir: pathlib.Path) -> tuple[dict, list[str]]:
     said = []
-    report = train_and_evaluate(_checkpointed_config(epochs), workdir, say=said.append)
+    report = train_and_evaluate(_checkpointed_config(), workdir, say=said.append)
     return report, said
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
-def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(tmp_path, damage, capfd):
-    workdir, _ = _trained_workdir(tmp_path)  # checkpoints at steps 7 and 14, the run finished
+def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(finished_run, tmp_path, damage, capfd):
+    workdir, _ = _trained_workdir(finished_run, tmp_path)
     finished = (workdir / "report.json").read_text()
     target = _largest_array_file(workdir / "checkpoints" / "14")
     data = bytearray(target.read_bytes())
@@ -125,8 +132,8 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(
     assert "orbax" not in err.lower() and len(err.splitlines()) < 5, err  # no orbax log noise on the terminal
 
 
-def test_with_every_checkpoint_damaged_the_run_stops_naming_them(tmp_path):
-    workdir, _ = _trained_workdir(tmp_path)
+def test_with_every_checkpoint_damaged_the_run_stops_naming_them(finished_run, tmp_path):
+    workdir, _ = _trained_workdir(finished_run, tmp_path)
     for step in (7, 14):
         _largest_array_file(workdir / "checkpoints" / str(step)).write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match=r"no good checkpoint .*steps \[14, 7\] are damaged"):
@@ -143,10 +150,10 @@ def test_digest_covers_every_array():
 # --- provenance, naming, config changes, the lock, the log ---------------------------------------------------
 
 
-def test_the_workdir_records_what_produced_the_run(tmp_path):
-    workdir, report = _trained_workdir(tmp_path, epochs=1)
+def test_the_workdir_records_what_produced_the_run(finished_run):
+    workdir, report = finished_run
     config = json.loads((workdir / "config.json").read_text())
-    assert config["loss"] == {"name": "ce", "label_smoothing": 0.0} and config["num_epochs"] == 1
+    assert config["loss"] == {"name": "ce", "label_smoothing": 0.0} and config["num_epochs"] == 2
     for split in ("train", "validation", "test"):
         manifest = SplitManifest.load(workdir / "manifests" / f"{split}.json")  # verifies its SHA-256
         assert manifest.split == split and manifest.dataset == "digits"
@@ -168,10 +175,10 @@ def test_default_workdirs_differ_by_method_dataset_factor_and_seed():
     assert default_name(digits_config(("progress_bar", "true"))) == default_name(digits_config())
 
 
-def test_resuming_with_another_config_is_an_error_showing_the_difference(tmp_path):
-    workdir, _ = _trained_workdir(tmp_path, epochs=1)
+def test_resuming_with_another_config_is_an_error_showing_the_difference(finished_run, tmp_path):
+    workdir, _ = _trained_workdir(finished_run, tmp_path)
+    changed = digits_config(("num_epochs", "2"), ("optimizer.learning_rate", "0.05"), model=DATASET_MODEL)
     with pytest.raises(ConfigError, match=r"(?s)another config.*optimizer\.learning_rate: 0\.1 -> 0\.05"):
-        changed = digits_config(("num_epochs", "1"), ("optimizer.learning_rate", "0.05"), model=DATASET_MODEL)
         train_and_evaluate(changed, workdir, say=quiet)
 
 

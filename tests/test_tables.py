@@ -14,7 +14,7 @@ from ltjax.tables import Row, Table
 def get_table():
     return Table(
         name="tiny", title="Tiny test table", recipe="ltjax/configs/digits.py",
-        overrides={"num_epochs": 2, "progress_bar": False, "model.name": "resnet2"},
+        overrides={"num_epochs": 2, "progress_bar": False, "model.name": "resnet2", "plots": False},
         rows=(Row("CE", {"name": "ce"}), Row("LA", {"name": "la", "tau": 0.5}, paper={"top1_accuracy": 43.89},
                                                source="Menon et al."),
               Row("CE + cRT", {"name": "crt"}, overrides={"dataset.sampler": "class_balanced"}, after="CE")),

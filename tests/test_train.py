@@ -157,6 +157,14 @@ def test_report_carries_class_names_and_training_counts(tmp_path):
     assert report["class_names"] == [str(digit) for digit in range(10)]
     assert report["train_class_counts"][0] == 120 and report["train_class_counts"][-1] == 12
     assert np.asarray(report["confusion"]).sum() == 300  # the balanced digits test split, every example once
+    assert not list(tmp_path.glob("*.png"))  # --config.plots=false
+
+
+def test_a_run_draws_its_plots(ce_run):
+    workdir, _ = ce_run
+    assert {path.name for path in workdir.glob("*.png")} == {
+        "class_distribution.png", "per_class_accuracy.png", "confusion.png", "curves.png"}
+    assert all(path.stat().st_size > 0 for path in workdir.glob("*.png"))
 
 
 def test_scaled_tolerance_helper_is_relative_to_the_largest_value():

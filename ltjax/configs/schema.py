@@ -57,6 +57,8 @@ RUN_KEYS = {
     "checkpoint_every_steps": Key(0, "also checkpoint every N steps (0: at the end of every epoch only)"),
     "keep_checkpoints": Key(2, "checkpoints kept; the older ones are the fallback when the newest is damaged"),
     "progress_bar": Key(True, "show a progress bar per epoch"),
+    "plots": Key(True, "draw the PNG plots at the end (class distribution, per-class accuracy, confusion, curves); "
+                       "report.json and the TensorBoard events are written either way"),
     "data_cache_dir": Key("", "folder of the decoded image caches (empty: $LTJAX_CACHE_DIR or ~/.cache/ltjax)"),
 }
 
@@ -64,7 +66,7 @@ SECTION_KEYS = {"model": MODEL_KEYS, "optimizer": OPTIMIZER_KEYS}
 SECTIONS = ("dataset", "model", "loss", "optimizer")
 
 # Keys that may differ between an interrupted run and its resumption without changing what is computed.
-RUN_ONLY_KEYS = ("checkpoint_every_steps", "keep_checkpoints", "progress_bar", "parallel", "num_devices",
+RUN_ONLY_KEYS = ("checkpoint_every_steps", "keep_checkpoints", "progress_bar", "plots", "parallel", "num_devices",
                  "data_cache_dir")
 
 

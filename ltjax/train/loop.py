@@ -335,11 +335,16 @@ def _final_reports(run: _Run, state: TrainState) -> list[dict | None]:
             "train_class_counts": data.class_counts.tolist(),
         }
         (folder / "report.json").write_text(json.dumps(report, indent=1))
-        plots.plot_class_distribution(data.class_counts, folder / "class_distribution.png")
-        plots.plot_accuracy_vs_count(report["per_class_accuracy"], data.class_counts, folder / "per_class_accuracy.png")
-        plots.plot_confusion_matrix(np.asarray(report["confusion"]), folder / "confusion.png")
-        if (folder / "log.jsonl").exists():
-            plots.plot_training_curves(folder / "log.jsonl", folder / "curves.png", panels=CURVE_PANELS,
-                                       zero_line_panels=(GAP_PANEL,))
+        if run.trainer.config.plots:
+            _plot(folder, report, data.class_counts)
         reports.append(report)
     return reports
+
+
+def _plot(folder: pathlib.Path, report: dict, class_counts: np.ndarray) -> None:
+    plots.plot_class_distribution(class_counts, folder / "class_distribution.png")
+    plots.plot_accuracy_vs_count(report["per_class_accuracy"], class_counts, folder / "per_class_accuracy.png")
+    plots.plot_confusion_matrix(np.asarray(report["confusion"]), folder / "confusion.png")
+    if (folder / "log.jsonl").exists():
+        plots.plot_training_curves(folder / "log.jsonl", folder / "curves.png", panels=CURVE_PANELS,
+                                   zero_line_panels=(GAP_PANEL,))

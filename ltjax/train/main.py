@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{config.loss.name} on {config.dataset.name}: balanced test split, {workdir}/report.json")
     print(metrics.format_shot_table(report))
-    print(f"plots and log in {workdir}/")
+    print(f"{'plots and log' if config.plots else 'log'} in {workdir}/")
     return 0
 
 
