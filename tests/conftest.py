@@ -5,9 +5,12 @@ once per machine.
 XLA reads these once, when JAX first initialises its backend, so they are set before anything imports jax; the
 environment carries them to pytest-xdist workers and subprocesses.
 """
+import fcntl
+import json
 import os
 import pathlib
 import tempfile
+from typing import Callable
 
 import pytest
 
@@ -32,17 +35,39 @@ def shared_data() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def ce_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
+def trained_once(tmp_path_factory) -> Callable[[str, Callable[[pathlib.Path], object]], pathlib.Path]:
+    """`trained_once(name, train) -> workdir`: a run several tests read, trained by `train(workdir)` once per pytest
+    session, by whichever xdist worker asks first (the others wait for it, then read the same folder). Tests only
+    read such a run, or copy it."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # this session's folder, shared by its workers
+
+    def once(name: str, train: Callable[[pathlib.Path], object]) -> pathlib.Path:
+        workdir, done = root / "shared-runs" / name, root / "shared-runs" / f"{name}.done"
+        workdir.parent.mkdir(exist_ok=True)
+        with open(root / "shared-runs" / f"{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not done.exists():
+                train(workdir)
+                done.touch()
+        return workdir
+
+    return once
+
+
+@pytest.fixture(scope="session")
+def ce_run(trained_once) -> tuple[pathlib.Path, dict]:
     """(workdir, report) of a CE run of ResNet-8 on the digits at imbalance 100 (the head digit has 120 training
     images, the tail 1), 12 epochs: what ltjax-eval evaluates and the decoupled second stages start from. Tests add
-    evaluations and later stages beside it, never train it further."""
+    evaluations (each under its own name) and later stages (in their own folders), never train it further."""
     from ltjax.train.loop import train_and_evaluate
     from runs import DATASET_MODEL, digits_config
 
-    workdir = tmp_path_factory.mktemp("ce-digits-if100")
     config = digits_config(("dataset.imbalance_factor", "100"), ("num_epochs", "12"), ("plots", "true"),
                            model=DATASET_MODEL)
-    return workdir, train_and_evaluate(config, workdir, say=lambda _: None)
+    workdir = trained_once("ce-digits-if100", lambda path: train_and_evaluate(config, path, say=lambda _: None))
+    return workdir, json.loads((workdir / "report.json").read_text())
 
 
 @pytest.fixture(scope="session")

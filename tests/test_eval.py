@@ -25,15 +25,16 @@ def _checkpoint_digest(workdir) -> str:
     return digest.hexdigest()
 
 
-def _eval(workdir, *arguments) -> dict:
-    assert eval_main.main(["--workdir", str(workdir), "--name", "x", *arguments]) == 0
-    return json.loads((workdir / "eval" / "x" / "report.json").read_text())
+def _eval(workdir, *arguments, name: str) -> dict:
+    """`ltjax-eval` into `eval/<name>`; the shared run is evaluated by tests on several workers, each its own name."""
+    assert eval_main.main(["--workdir", str(workdir), "--name", name, *arguments]) == 0
+    return json.loads((workdir / "eval" / name / "report.json").read_text())
 
 
 def test_evaluation_reproduces_the_training_report_and_touches_no_training_state(ce_run):
     workdir, trained = ce_run
     before = _checkpoint_digest(workdir), (workdir / "log.jsonl").read_text()
-    report = _eval(workdir)
+    report = _eval(workdir, name="plain")
     assert report["confusion"] == trained["confusion"] and report["per_class_accuracy"] == trained[
         "per_class_accuracy"]
     assert report["evaluation"]["split"] == "test" and report["evaluation"]["posthoc"] == "none"
@@ -42,7 +43,7 @@ def test_evaluation_reproduces_the_training_report_and_touches_no_training_state
 
 def test_posthoc_logit_adjustment_raises_few_shot_accuracy_of_a_ce_run(ce_run):
     workdir, trained = ce_run
-    adjusted = _eval(workdir, "--posthoc", "la", "--value", "1.0")
+    adjusted = _eval(workdir, "--posthoc", "la", "--value", "1.0", name="la")
     assert adjusted["few_shot_accuracy"] > trained["few_shot_accuracy"] + 0.05
     assert adjusted["top1_accuracy"] > trained["top1_accuracy"]
 
@@ -53,10 +54,10 @@ def test_tau_is_chosen_on_validation_and_every_tried_value_is_reported(ce_run):
     chosen, tried = select_on_validation(run, "tau_norm")
     assert [row["value"] for row in tried] == list(posthoc.CORRECTIONS["tau_norm"].grid)
     assert chosen == max(tried, key=lambda row: row["top1_accuracy"])["value"]
-    _eval(workdir, "--posthoc", "tau_norm", "--select-on", "validation")
-    selection = json.loads((workdir / "eval" / "x" / "selection.json").read_text())
+    _eval(workdir, "--posthoc", "tau_norm", "--select-on", "validation", name="tau")
+    selection = json.loads((workdir / "eval" / "tau" / "selection.json").read_text())
     assert selection["value"] == chosen and selection["selected_on"] == "validation" and len(selection["tried"]) == 21
-    report = json.loads((workdir / "eval" / "x" / "report.json").read_text())
+    report = json.loads((workdir / "eval" / "tau" / "report.json").read_text())
     assert report["evaluation"]["value"] == chosen
 
 
@@ -75,9 +76,9 @@ def test_tau_zero_normalisation_is_the_bias_free_linear_head(ce_run):
 
 def test_another_split_and_errors(ce_run, capsys):
     workdir, _ = ce_run
-    validation = _eval(workdir, "--split", "validation")
+    validation = _eval(workdir, "--split", "validation", name="validation")
     assert validation["num_examples"] == 100  # 10 held-out images per digit
-    other = _eval(workdir, "--config.dataset.imbalance_factor=10")
+    other = _eval(workdir, "--config.dataset.imbalance_factor=10", name="if10")
     assert other["num_examples"] == 300
     assert eval_main.main(["--workdir", str(workdir), "--config.loss.name=la"]) == 1
     assert "only --config.dataset" in capsys.readouterr().err

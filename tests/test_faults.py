@@ -86,10 +86,10 @@ def _checkpointed_config(epochs: int = 2):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[pathlib.Path, dict]:
+def finished_run(trained_once) -> tuple[pathlib.Path, dict]:
     """A finished 2-epoch run, checkpoints at steps 7 and 14; tests damage or resume copies of it."""
-    workdir = tmp_path_factory.mktemp("finished") / "run"
-    return workdir, train_and_evaluate(_checkpointed_config(), workdir, say=quiet)
+    workdir = trained_once("finished", lambda path: train_and_evaluate(_checkpointed_config(), path, say=quiet))
+    return workdir, json.loads((workdir / "report.json").read_text())
 
 
 def _trained_workdir(finished_run, tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict]:

@@ -80,22 +80,19 @@ def test_compiled_objective_equals_the_first_phase_before_the_switch_and_differs
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory):
-    """Runs `ltjax-train --config.loss.name=<name> --config.num_epochs=4` (in process) once per method."""
-    root = tmp_path_factory.mktemp("cli")
+def cli_runs(trained_once):
+    """The log of `ltjax-train --config.loss.name=<name> --config.num_epochs=4` (in process), run once per method."""
 
-    def run(name: str) -> list[dict]:
-        workdir = root / name
-        if not (workdir / "report.json").exists():
-            argv = [f"--workdir={workdir}", f"--config.loss.name={name}", f"--config.num_epochs={NUM_EPOCHS}",
-                    *SMOKE_ARGS]
-            if methods.get(name).second_stage:  # a second stage continues the CE run
-                run("ce")
-                argv += [f"--config.loss.init_from={root / 'ce'}", "--config.dataset.sampler=class_balanced"]
-            assert train_main.main(argv) == 0
-        return [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines()]
+    def train(name: str, workdir) -> None:
+        argv = [f"--workdir={workdir}", f"--config.loss.name={name}", f"--config.num_epochs={NUM_EPOCHS}", *SMOKE_ARGS]
+        if methods.get(name).second_stage:  # a second stage continues the CE run
+            argv += [f"--config.loss.init_from={run('ce')}", "--config.dataset.sampler=class_balanced"]
+        assert train_main.main(argv) == 0
 
-    return run
+    def run(name: str):
+        return trained_once(f"cli-{name}", lambda workdir: train(name, workdir))
+
+    return lambda name: [json.loads(line) for line in (run(name) / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("name", methods.names())
