@@ -45,11 +45,13 @@ def test_crt_retrains_only_the_classifier_and_raises_few_shot_accuracy(ce_run, t
             np.testing.assert_array_equal(after_params[path], value, err_msg=path)  # the frozen backbone
 
 
-def test_lws_trains_only_the_class_scales(ce_run, tmp_path):
-    first, _ = ce_run
-    _second("lws", first, tmp_path)
+def test_lws_trains_only_the_class_scales(tmp_path):
+    """Which parameters train does not need a network that learns: ResNet-2 for both stages."""
+    first, second = tmp_path / "ce", tmp_path / "lws"
+    train_and_evaluate(config(("num_epochs", "2"), model=SMOKE_MODEL), first, say=quiet)
+    _second("lws", first, second, model=SMOKE_MODEL)
     before, after = _flat(load_run(first, say=quiet).state.params["model"]), _flat(
-        load_run(tmp_path, say=quiet).state.params["model"])
+        load_run(second, say=quiet).state.params["model"])
     assert set(after) == set(before) | {"head/scales"}
     for path, value in before.items():
         np.testing.assert_array_equal(after[path], value, err_msg=path)
