@@ -43,10 +43,12 @@ def trained_once(tmp_path_factory) -> Callable[[str, Callable[[pathlib.Path], ob
     if "PYTEST_XDIST_WORKER" in os.environ:
         root = root.parent  # this session's folder, shared by its workers
 
+    folder = root / "shared-runs"
+
     def once(name: str, train: Callable[[pathlib.Path], object]) -> pathlib.Path:
-        workdir, done = root / "shared-runs" / name, root / "shared-runs" / f"{name}.done"
-        workdir.parent.mkdir(exist_ok=True)
-        with open(root / "shared-runs" / f"{name}.lock", "a") as lock:
+        workdir, done = folder / name, folder / f"{name}.done"
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{name}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             if not done.exists():
                 train(workdir)

@@ -79,10 +79,10 @@ def _restore_latest(config, workdir: pathlib.Path):
 # --- damaged checkpoints ------------------------------------------------------------------------------------------
 
 
-def _checkpointed_config(epochs: int = 2):
+def _checkpointed_config(*overrides):
     # ResNet-8's arrays fill the checkpoint's largest data file, so damage to that file lands in array data (ResNet-2's
     # few kB may share it with other records).
-    return digits_config(("num_epochs", str(epochs)), model=DATASET_MODEL)
+    return digits_config(("num_epochs", "2"), *overrides, model=DATASET_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_default_workdirs_differ_by_method_dataset_factor_and_seed():
 
 def test_resuming_with_another_config_is_an_error_showing_the_difference(finished_run, tmp_path):
     workdir, _ = _trained_workdir(finished_run, tmp_path)
-    changed = digits_config(("num_epochs", "2"), ("optimizer.learning_rate", "0.05"), model=DATASET_MODEL)
+    changed = _checkpointed_config(("optimizer.learning_rate", "0.05"))
     with pytest.raises(ConfigError, match=r"(?s)another config.*optimizer\.learning_rate: 0\.1 -> 0\.05"):
         train_and_evaluate(changed, workdir, say=quiet)
 

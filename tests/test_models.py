@@ -201,7 +201,7 @@ def test_resnet10_small_input_forward():
     model = create_model("resnet10", num_classes=3, small_input=True)
     images = normal(3, (1, 32, 32, 3))
     # Under jit: one compilation is cheaper than the op-by-op compilations of an eager run of this size.
-    variables = jax.jit(lambda key: model.init(key, images, train=False))(make_key(0))
+    variables = initialise(model, images)
     (logits, features), updates = jax.jit(
         lambda variables: model.apply(variables, images, train=True, mutable=["batch_stats"])
     )(variables)
