@@ -307,3 +307,4 @@ def test_cifar_without_a_data_dir_looks_where_tfds_does(tmp_path):
     )
     assert result.returncode == 1
     assert f"cifar10 is not prepared in {empty}/cifar10" in result.stderr and "tfds build cifar10" in result.stderr
+    assert "tfds's default, as no data_dir was given" in result.stderr
