@@ -26,7 +26,10 @@ FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 def _xla_accepts(flag: str) -> bool:
     probe = [sys.executable, "-c", "import jax; jax.devices()"]
     env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run(probe, env=env, capture_output=True).returncode == 0
+    try:
+        return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _with_flag(flags: str, flag: str) -> str:
