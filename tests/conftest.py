@@ -21,6 +21,7 @@ import pytest
 # give the same results within the tests' tolerances. XLA aborts on a flag its release does not know, so a process
 # of its own tries the flag first; xdist workers inherit the outcome with the environment.
 FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count=8"
 
 
 def _xla_accepts(flag: str) -> bool:
@@ -32,16 +33,18 @@ def _xla_accepts(flag: str) -> bool:
         return False
 
 
-def _with_flag(flags: str, flag: str) -> str:
-    """`flags` plus `flag`, unless they already set it (a value the user chose wins)."""
-    name = flag.split("=")[0]
-    return flags if name in (given.split("=")[0] for given in flags.split()) else f"{flags} {flag}".strip()
+def _sets(flags: str, flag: str) -> bool:
+    """Whether `flags` already give `flag`'s option a value (a value the user chose wins)."""
+    return flag.split("=")[0] in (given.split("=")[0] for given in flags.split())
 
 
-_flags = _with_flag(os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8")
-if "PYTEST_XDIST_WORKER" not in os.environ and _xla_accepts(FAST_COMPILE_FLAG):
-    _flags = _with_flag(_flags, FAST_COMPILE_FLAG)
-os.environ["XLA_FLAGS"] = _flags
+_flags = os.environ.get("XLA_FLAGS", "")
+if not _sets(_flags, DEVICE_COUNT_FLAG):
+    _flags += f" {DEVICE_COUNT_FLAG}"
+# Workers inherit the controller's flags: they probe nothing, whatever the probe found.
+if not _sets(_flags, FAST_COMPILE_FLAG) and "PYTEST_XDIST_WORKER" not in os.environ and _xla_accepts(FAST_COMPILE_FLAG):
+    _flags += f" {FAST_COMPILE_FLAG}"
+os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # A cache hit returns the executable compiled from identical HLO and options: results are unchanged.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"ltjax-tests-xla-{os.getuid()}"))
