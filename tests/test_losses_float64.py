@@ -1,5 +1,6 @@
 """The dtype rule (float64 in, float64 math), gradients checked at their default tolerances in float64, every numeric
-hyper-parameter traced and vmapped, and the influence-balanced loss's precision as p_y -> 1.
+hyper-parameter traced and vmapped, and the float32 precision of the forms chosen for speed: the influence-balanced
+loss as p_y -> 1, the class-balanced sigmoid and focal losses, and their `log1p` polynomial.
 
 x64 is switched on only inside these tests (`jax.enable_x64(True)` is a context manager), so no other test sees it.
 """
@@ -12,6 +13,7 @@ import pytest
 from jax.test_util import check_grads
 
 from ltjax import losses
+from ltjax.losses import _math
 from ltjax.testing import ALL, DIFFERENTIABLE, WITH_STOP_GRADIENT, make_problem
 
 
@@ -104,6 +106,42 @@ def test_influence_balanced_keeps_its_precision_as_the_true_class_probability_ne
         assert in_float64.dtype == jnp.float64
         np.testing.assert_allclose(float(in_float64[0]), 4.0668, rtol=1e-4)  # the value the issue reports
     np.testing.assert_allclose(float(in_float32[0]), float(in_float64[0]), rtol=1e-5)
+
+
+def test_the_log1p_polynomial_is_within_two_float32_ulp_and_float64_keeps_log1p():
+    x = np.concatenate([[0.0], np.geomspace(1e-37, 1.0, 100_001), np.linspace(0.0, 1.0, 100_001)]).astype(np.float32)
+    got = np.asarray(jax.jit(_math.log1p_of_fraction)(x), np.float64)
+    exact = np.log1p(x.astype(np.float64))
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert got[0] == 0.0
+    assert np.max(np.abs(got - exact) / ulp) <= 2.0
+    with jax.enable_x64(True):
+        x64 = jnp.asarray(np.linspace(0.0, 1.0, 101))
+        np.testing.assert_array_equal(_math.log1p_of_fraction(x64), jnp.log1p(x64))
+
+
+@pytest.mark.parametrize("loss_type, gamma", [("sigmoid", 0.0), ("focal", 1.0), ("focal", 2.0)])
+def test_the_class_balanced_sigmoid_losses_keep_float32_precision_where_the_classes_saturate(loss_type, gamma):
+    """The sigmoid loss takes the target logit out of a select-free row sum; the focal loss computes its BCE with
+    the polynomial. Rows: every class confident (each term about 2e-9), one other class near 0, and moderate logits.
+    The float32 losses and every gradient entry keep their digits against float64."""
+    logits = np.full((3, 1000), -20.0)
+    logits[:2, 3] = 20.0
+    logits[1, 7] = 0.01
+    logits[2] = np.random.default_rng(0).normal(0.0, 3.0, 1000)
+    labels, counts = np.array([3, 3, 5]), np.arange(1, 1001)
+
+    def value_and_gradient(z):
+        def loss(z):
+            return losses.class_balanced_loss(z, labels, class_counts=counts, beta=0.99, loss_type=loss_type,
+                                              gamma=gamma)
+        return loss(z), jax.grad(lambda z: jnp.sum(loss(z)))(z)
+
+    value32, gradient32 = value_and_gradient(jnp.asarray(logits, jnp.float32))
+    with jax.enable_x64(True):
+        value64, gradient64 = value_and_gradient(jnp.asarray(logits))
+    np.testing.assert_allclose(value32, value64, rtol=1e-5)
+    np.testing.assert_allclose(gradient32, gradient64, rtol=1e-5, atol=0)
 
 
 def test_traced_hyper_parameters_that_used_to_fail_under_jit():

@@ -122,6 +122,27 @@ def power_of_nonnegative(base: jax.Array, exponent: jax.Array | float) -> jax.Ar
     return jnp.where(positive, powered, jnp.where(jnp.asarray(exponent) == 0, 1.0, 0.0))
 
 
+# `log(1 + x) / x` on [0, 1], interpolated at degree 9 at the Chebyshev points: in float32, `x` times it is within
+# 1.5 ulp of `log1p(x)` everywhere on [0, 1] (XLA's own `log1p`: 2.5 ulp).
+_LOG1P_RATIO_COEFFICIENTS = tuple(np.polynomial.Chebyshev.interpolate(
+    lambda x: np.log1p(x) / x, 9, domain=[0, 1]).convert(kind=np.polynomial.Polynomial).coef)
+
+
+def log1p_of_fraction(x: jax.Array) -> jax.Array:
+    """`log(1 + x)` for `x` in [0, 1], as `x` times a polynomial in float32 (float64 keeps `log1p`).
+
+    The polynomial is all multiplications and additions, which XLA:CPU fuses into any elementwise loop at no cost
+    it can measure; its `log1p` in such a loop takes twice a `log`, and the sigmoid focal loss's gradient needs the
+    BCE elementwise (2.0x cross-entropy's time with `log1p`, 1.2x with the polynomial, at B = 512, C = 1000).
+    """
+    if x.dtype == jnp.float64:
+        return jnp.log1p(x)
+    ratio = np.float32(_LOG1P_RATIO_COEFFICIENTS[-1])
+    for coefficient in _LOG1P_RATIO_COEFFICIENTS[-2::-1]:
+        ratio = ratio * x + np.float32(coefficient)
+    return x * ratio
+
+
 def log_prob_and_complement(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`log p_y` and `log(1 - p_y) = log sum_{j != y} p_j` of the softmax, both from one pass over the logits.
 

@@ -93,10 +93,34 @@ def focal_loss(
     return _math.weight_per_example(-modulator * log_prob_true, _math.like(class_weights, logits), labels)
 
 
+@jax.custom_jvp
+def _sigmoid_cross_entropy_rows(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """`sum_j BCE(z_j, t_j)` per row, `t = onehot(y)`, as `sum_j relu(z_j) - z_y + sum_j log1p(exp(-|z_j|))`.
+
+    The target's sign stays out of the row sums: XLA:CPU keeps a select-free row sum in one fast reduction, but
+    materialises the signed logits as a `[B, C]` array first (1.15x softmax cross-entropy's time with the gradient
+    at B = 512, C = 1000, against 1.4x). The sum of the relus is exact where no other class has a positive logit;
+    elsewhere the loss is at least log 2, so rounding `z_y` out of it costs a few ulp of `z_y`, never the loss.
+    """
+    hinges = jnp.sum(jnp.maximum(logits, 0.0), axis=-1) - _math.take_true_class(logits, labels)
+    return hinges + jnp.sum(jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=-1)
+
+
+@_sigmoid_cross_entropy_rows.defjvp
+def _sigmoid_cross_entropy_rows_jvp(primals, tangents):
+    logits, labels = primals
+    decay = jnp.exp(-jnp.abs(logits))
+    target = _math.target_mask(labels, logits.shape[-1])
+    # d/dz_j = sigmoid(z_j) - t_j, the target's as -sigmoid(-z_y) so that it keeps its digits as p_y -> 1.
+    slope = jnp.where(target == (logits >= 0), decay, 1.0) * jnp.where(target, -1.0, 1.0) / (1.0 + decay)
+    return _sigmoid_cross_entropy_rows(logits, labels), jnp.sum(slope * tangents[0], axis=-1)
+
+
 def _sigmoid_bce_and_complement(signed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`softplus(-s)`, `sigmoid(-s)` and `exp(-|s|)` from one exponential, stable for any `s`."""
     decay = jnp.exp(-jnp.abs(signed))
-    return jnp.maximum(-signed, 0.0) + jnp.log1p(decay), jnp.where(signed > 0, decay, 1.0) / (1.0 + decay), decay
+    bce = jnp.maximum(-signed, 0.0) + _math.log1p_of_fraction(decay)
+    return bce, jnp.where(signed > 0, decay, 1.0) / (1.0 + decay), decay
 
 
 def _focal_terms(signed: jax.Array, gamma) -> tuple[jax.Array, jax.Array]:
@@ -133,7 +157,8 @@ def _sigmoid_focal_terms_traced_gamma(signed: jax.Array, gamma: jax.Array) -> ja
 def _sigmoid_focal_terms_traced_gamma_jvp(primals, tangents):
     (signed, gamma), (signed_dot, gamma_dot) = primals, tangents
     value, slope = _focal_terms(signed, gamma)
-    log_one_minus_p_t = -(jnp.maximum(signed, 0.0) + jnp.log1p(_sigmoid_bce_and_complement(signed)[2]))
+    decay = _sigmoid_bce_and_complement(signed)[2]
+    log_one_minus_p_t = -(jnp.maximum(signed, 0.0) + _math.log1p_of_fraction(decay))
     return value, slope * signed_dot + value * log_one_minus_p_t * gamma_dot
 
 
@@ -193,12 +218,12 @@ def class_balanced_loss(
         _math.like(class_counts, logits), beta=_math.like(beta, logits), normalization=normalization)
     if loss_type == "softmax":
         losses = _math.cross_entropy(logits, labels)
+    elif loss_type == "sigmoid":
+        losses = _sigmoid_cross_entropy_rows(_math.as_compute(logits), labels)
     else:
         # `signed` is z for the target class and -z elsewhere: BCE_j = softplus(-signed_j), 1 - p_t = sigmoid(-signed).
         signed = jnp.where(_math.target_mask(labels, num_classes), 1.0, -1.0) * _math.as_compute(logits)
-        if loss_type == "sigmoid":
-            terms = _sigmoid_focal_terms(signed, 0)
-        elif isinstance(gamma, (int, float)):
+        if isinstance(gamma, (int, float)):
             terms = _sigmoid_focal_terms(signed, gamma)
         else:
             terms = _sigmoid_focal_terms_traced_gamma(signed, _math.like(gamma, logits))
