@@ -4,7 +4,8 @@ For each number of classes C in {10, 100, 1000} and a batch of 512, every case o
 `value_and_grad(sum(loss))` with respect to the logits and warmed up. One sample is the mean time of `--calls`
 back-to-back calls (dispatch is asynchronous, so this measures the computation rather than Python overhead); the
 cases are interleaved within each of `--repeats` rounds so that drift in the machine's load hits them all alike.
-The table gives each case's median and its ratio to `softmax_cross_entropy` at the same C. The per-class vectors
+The table gives each case's median time and its ratio to `softmax_cross_entropy` at the same C: the median over
+rounds of the two's times in that round, so that the machine's drift between rounds cancels. The per-class vectors
 (weights, margins, ...) are computed inside the timed function from NumPy counts, as ltjax's train step derives them
 from its constant counts (counts that are traced, e.g. a `jax.Array` closed over by a jitted function, add a run-time
 check on the device: about 35 us per call on the 2-core development CPU).
@@ -70,7 +71,8 @@ def seconds_per_call(step, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def median_times(problem, repeats: int, calls: int, with_torch: bool) -> dict[str, float]:
+def median_times_and_ratios(problem, repeats: int, calls: int, with_torch: bool):
+    """Each case's median time, and the median over rounds of its time divided by cross-entropy's in that round."""
     steps = {name: compiled_step(case, problem) for name, case in ALL.items()}
     if with_torch:
         steps[TORCH_ROW] = torch_step(problem)
@@ -78,7 +80,9 @@ def median_times(problem, repeats: int, calls: int, with_torch: bool) -> dict[st
     for _ in range(repeats):
         for name, step in steps.items():
             samples[name].append(seconds_per_call(step, calls))
-    return {name: statistics.median(times) for name, times in samples.items()}
+    baseline = samples["softmax_cross_entropy"]
+    return {name: (statistics.median(times), statistics.median(t / b for t, b in zip(times, baseline)))
+            for name, times in samples.items()}
 
 
 def main() -> None:
@@ -94,7 +98,8 @@ def main() -> None:
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"batch {args.batch}, median of {args.repeats} rounds of {args.calls} calls")
     results = {
-        c: median_times(numpy_counts(make_problem(seed=0, batch=args.batch, num_classes=c)), args.repeats, args.calls, with_torch)
+        c: median_times_and_ratios(numpy_counts(make_problem(seed=0, batch=args.batch, num_classes=c)), args.repeats,
+                                   args.calls, with_torch)
         for c in args.classes
     }
 
@@ -102,16 +107,11 @@ def main() -> None:
     print(header)
     print("|" + "-" * 34 + "|" + "---------:|------:|" * len(args.classes))
     for name in results[args.classes[0]]:
-        cells = ""
-        for c in args.classes:
-            seconds = results[c][name]
-            cells += f" {1e3 * seconds:8.3f} | {seconds / results[c]['softmax_cross_entropy']:5.2f} |"
+        cells = "".join(f" {1e3 * results[c][name][0]:8.3f} | {results[c][name][1]:5.2f} |" for c in args.classes)
         print(f"| {name:32} |{cells}")
-    worst = max(((name, seconds) for name, seconds in results[args.classes[-1]].items() if name != TORCH_ROW),
-                key=lambda item: item[1])
-    ratio = worst[1] / results[args.classes[-1]]["softmax_cross_entropy"]
-    print(f"slowest at C={args.classes[-1]}: {worst[0]} at {ratio:.2f}x cross-entropy")
-
+    worst, (_, ratio) = max(((name, result) for name, result in results[args.classes[-1]].items()
+                             if name != TORCH_ROW), key=lambda item: item[1][1])
+    print(f"slowest at C={args.classes[-1]}: {worst} at {ratio:.2f}x cross-entropy")
 
 if __name__ == "__main__":
     main()
