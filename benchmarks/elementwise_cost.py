@@ -1,7 +1,8 @@
 """What one elementwise function costs on the default device, written out as a `[B, C]` array or summed over each row.
 
 The class-balanced sigmoid and focal losses need, per logit, an `exp`, a `log1p`, a division and (focal) a power in
-their value, and most of them again in their gradient, which is a `[B, C]` array. This prints, for each function `f`
+their value, and most of them again in their gradient, which is a `[B, C]` array; the forms they take follow from
+these costs. This prints, for each function `f`
 of a `[512, 1000]` float32 array `x`, the time of `jit(f)(x)` (the elementwise output) and of
 `jit(lambda x: sum(f(x), axis=-1))(x)` (a row sum), beside the value and gradient of softmax cross-entropy at the same
 shape, and which kind of program XLA compiled: on XLA:CPU a row sum of elementwise math becomes one YNNPACK fusion,
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import losses
+from ltjax.losses import _math
 
 FUNCTIONS = {
     "2 x (a copy)": lambda x: 2.0 * x,
@@ -27,6 +29,9 @@ FUNCTIONS = {
     "log(1 + |x|)": lambda x: jnp.log(1.0 + jnp.abs(x)),
     "log1p(|x|)": lambda x: jnp.log1p(jnp.abs(x)),
     "log1p(exp(-|x|))": lambda x: jnp.log1p(jnp.exp(-jnp.abs(x))),
+    "the same, log1p as ltjax's polynomial": lambda x: _math.log1p_of_fraction(jnp.exp(-jnp.abs(x))),
+    "max(x, 0)": lambda x: jnp.maximum(x, 0.0),
+    "where(x > 1, x, -x) (a select)": lambda x: jnp.where(x > 1.0, x, -x),
     "1 / (1 + |x|)": lambda x: 1.0 / (1.0 + jnp.abs(x)),
     "sigmoid(x)": jax.nn.sigmoid,
 }
