@@ -1,6 +1,7 @@
 """The dtype rule (float64 in, float64 math), gradients checked at their default tolerances in float64, every numeric
 hyper-parameter traced and vmapped, and the float32 precision of the forms chosen for speed: the influence-balanced
-loss as p_y -> 1, the class-balanced sigmoid and focal losses, and their `log1p` polynomial.
+loss as p_y -> 1, the class-balanced sigmoid and focal losses, and their `log1p` polynomial; FFDS where its clamp
+binds.
 
 x64 is switched on only inside these tests (`jax.enable_x64(True)` is a context manager), so no other test sees it.
 """
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+import numpy_reference as ref
 from ltjax import losses
 from ltjax.losses import _math
 from ltjax.testing import ALL, DIFFERENTIABLE, WITH_STOP_GRADIENT, make_problem
@@ -142,6 +144,26 @@ def test_the_class_balanced_sigmoid_losses_keep_float32_precision_where_the_clas
         value64, gradient64 = value_and_gradient(jnp.asarray(logits))
     np.testing.assert_allclose(value32, value64, rtol=1e-5)
     np.testing.assert_allclose(gradient32, gradient64, rtol=1e-5, atol=0)
+
+
+def test_ffds_where_the_reference_clamp_binds():
+    """Rows where the clamp of the probabilities to [1e-6, 1 - 1e-6] binds: the true class above 1 - 1e-6, another
+    class above it, all classes tied, and classes below 1e-6. ltjax takes the upper bound off the row's top term
+    outside the row sum; the loss matches the reference, and its gradient passes `check_grads` in both modes. No
+    focusing (gamma 0), so that the clamp's gradient is not scaled away."""
+    logits = np.full((4, 6), -20.0)
+    logits[0, 0] = 20.0
+    logits[1, 4] = 20.0
+    logits[2] = 0.0
+    logits[3] = [5.0, 4.0, -12.0, 3.0, -15.0, 0.0]
+    labels, counts, means = np.array([0, 1, 2, 3]), np.array([50, 20, 10, 5, 3, 2]), np.linspace(0.2, 0.7, 6)
+    with jax.enable_x64(True):
+        def ffds(z):
+            return losses.ffds_loss(z, labels, class_counts=counts, class_mean_probs=means, gamma_max=0.0)
+
+        expected = ref.ffds(logits, labels, counts, means, 0.9999, 0.0, 0.0, 0.1, 0.9, 1 / 6)
+        np.testing.assert_allclose(ffds(jnp.asarray(logits)), expected, rtol=1e-12)
+        check_grads(lambda z: jnp.sum(ffds(z)), (jnp.asarray(logits),), order=1, modes=("fwd", "rev"))
 
 
 def test_traced_hyper_parameters_that_used_to_fail_under_jit():

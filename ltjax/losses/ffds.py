@@ -1,6 +1,8 @@
 """FFDS: frequency-weighted focusing with dynamic probability smoothing (Nah et al., ICIP 2023)."""
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -10,11 +12,33 @@ from ltjax.losses.class_vectors import class_balanced_weights, freqfocus_gammas
 
 # The reference clamps probabilities to [EPS, 1 - EPS] before the log and before DynaSmooth.
 PROBABILITY_CLIP = 1e-6
+_LOG_LOW, _LOG_HIGH = math.log(PROBABILITY_CLIP), math.log1p(-PROBABILITY_CLIP)
 
 
-def clipped_log_probs(logits: jax.Array) -> jax.Array:
-    """`log(clip(softmax(z), 1e-6, 1 - 1e-6))`, computed from the log-softmax (the clamp of the reference)."""
-    return jnp.clip(_math.log_probs(logits), jnp.log(PROBABILITY_CLIP), jnp.log1p(-PROBABILITY_CLIP))
+@jax.custom_jvp
+def _top_logit(logits: jax.Array) -> jax.Array:
+    """The row's largest logit; its derivative is the indicator of the largest entries (one entry wherever
+    `_clipped_log_prob_sum` uses it: a probability above 1/2)."""
+    return jnp.max(logits, axis=-1)
+
+
+@_top_logit.defjvp
+def _top_logit_jvp(primals, tangents):
+    (logits,), (logits_dot,) = primals, tangents
+    top = jnp.max(logits, axis=-1)
+    return top, jnp.sum(jnp.where(logits == top[..., None], logits_dot, 0.0), axis=-1)
+
+
+def _clipped_log_prob_sum(logits: jax.Array, log_normalizer: jax.Array) -> jax.Array:
+    """`sum_j log(clip(p_j, EPS, 1 - EPS))` per row, `log_normalizer` being `logsumexp(z)`.
+
+    The lower bound is a `max` inside the row sum. The upper bound can only bind on the row's largest probability
+    (it is then above 1/2), so it is taken off that one term outside the sum. XLA:CPU sums `max` in one fast
+    reduction but writes a `clamp` out as a `[B, C]` array first: FFDS took 1.3x softmax cross-entropy's time with
+    the gradient at B = 512, C = 1000, and takes 1.15x so.
+    """
+    above_high = jnp.maximum(_top_logit(logits) - log_normalizer - _LOG_HIGH, 0.0)
+    return jnp.sum(jnp.maximum(logits - log_normalizer[..., None], _LOG_LOW), axis=-1) - above_high
 
 
 def dynasmooth_probs(
@@ -110,14 +134,14 @@ def ffds_loss(
     counts = _math.like(class_counts, logits)
     label_smoothing = label_smoothing if isinstance(label_smoothing, (int, float)) else _math.like(
         label_smoothing, logits)
-    log_probs = clipped_log_probs(logits)
-    smoothed_ce = _math.smoothed_nll(
-        log_probs,
-        labels,
-        target_mass=1.0 - label_smoothing,
-        other_mass=label_smoothing / max(num_classes - 1, 1),
-    )
-    true_class_probs = jax.lax.stop_gradient(jnp.exp(_math.take_true_class(log_probs, labels)))
+    logits = _math.as_compute(logits)
+    log_normalizer = jax.nn.logsumexp(logits, axis=-1)
+    log_prob_true = jnp.clip(_math.take_true_class(logits, labels) - log_normalizer, _LOG_LOW, _LOG_HIGH)
+    other_mass = label_smoothing / max(num_classes - 1, 1)
+    smoothed_ce = -(1.0 - label_smoothing - other_mass) * log_prob_true
+    if not (isinstance(other_mass, (int, float)) and other_mass == 0):  # a traced mass may be anything
+        smoothed_ce = smoothed_ce - other_mass * _clipped_log_prob_sum(logits, log_normalizer)
+    true_class_probs = jax.lax.stop_gradient(jnp.exp(log_prob_true))
     smoothed_probs = dynasmooth_probs(
         true_class_probs,
         _math.per_example(_math.like(class_mean_probs, logits), labels),
