@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -95,16 +96,17 @@ def shift_target_logit(logits: jax.Array, labels: jax.Array, shift: jax.Array) -
     return jnp.where(target_mask(labels, logits.shape[-1]), logits + shift[..., None], logits)
 
 
-def smoothed_nll(log_probs: jax.Array, labels: jax.Array, *, target_mass: float, other_mass: float) -> jax.Array:
+def smoothed_nll(
+    log_prob_true: jax.Array, log_prob_total: Callable[[], jax.Array], *, target_mass: float, other_mass: float
+) -> jax.Array:
     """`-(target_mass * log p_y + other_mass * sum_{j != y} log p_j)`, the cross-entropy against a smoothed target.
 
-    `other_mass` is the mass on each non-target class; with `other_mass = 0` this is the plain negative
-    log-likelihood and the sum over classes is never formed.
+    `other_mass` is the mass on each non-target class; `log_prob_total()` gives `sum_j log p_j` and is called only
+    where `other_mass` may be nonzero, so the plain negative log-likelihood never forms the sum over classes.
     """
-    log_prob_true = take_true_class(log_probs, labels)
     loss = -target_mass * log_prob_true
     if not (isinstance(other_mass, (int, float)) and other_mass == 0):  # a traced mass may be anything
-        loss = loss - other_mass * (jnp.sum(log_probs, axis=-1) - log_prob_true)
+        loss = loss - other_mass * (log_prob_total() - log_prob_true)
     return loss
 
 

@@ -36,9 +36,9 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothi
     num_classes = logits.shape[-1]
     check_range(label_smoothing, 0.0, 1.0, "label_smoothing")
     other_mass = label_smoothing / num_classes
-    return _math.smoothed_nll(
-        _math.log_probs(logits), labels, target_mass=1.0 - label_smoothing + other_mass, other_mass=other_mass
-    )
+    log_probs = _math.log_probs(logits)
+    return _math.smoothed_nll(_math.take_true_class(log_probs, labels), lambda: jnp.sum(log_probs, axis=-1),
+                              target_mass=1.0 - label_smoothing + other_mass, other_mass=other_mass)
 
 
 @_math.per_example_loss

@@ -137,10 +137,12 @@ def ffds_loss(
     logits = _math.as_compute(logits)
     log_normalizer = jax.nn.logsumexp(logits, axis=-1)
     log_prob_true = jnp.clip(_math.take_true_class(logits, labels) - log_normalizer, _LOG_LOW, _LOG_HIGH)
-    other_mass = label_smoothing / max(num_classes - 1, 1)
-    smoothed_ce = -(1.0 - label_smoothing - other_mass) * log_prob_true
-    if not (isinstance(other_mass, (int, float)) and other_mass == 0):  # a traced mass may be anything
-        smoothed_ce = smoothed_ce - other_mass * _clipped_log_prob_sum(logits, log_normalizer)
+    smoothed_ce = _math.smoothed_nll(
+        log_prob_true,
+        lambda: _clipped_log_prob_sum(logits, log_normalizer),
+        target_mass=1.0 - label_smoothing,
+        other_mass=label_smoothing / max(num_classes - 1, 1),
+    )
     true_class_probs = jax.lax.stop_gradient(jnp.exp(log_prob_true))
     smoothed_probs = dynasmooth_probs(
         true_class_probs,
