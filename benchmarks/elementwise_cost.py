@@ -2,11 +2,11 @@
 
 The class-balanced sigmoid and focal losses need, per logit, an `exp`, a `log1p`, a division and (focal) a power in
 their value, and most of them again in their gradient, which is a `[B, C]` array; the forms they take follow from
-these costs. This prints, for each function `f`
-of a `[512, 1000]` float32 array `x`, the time of `jit(f)(x)` (the elementwise output) and of
-`jit(lambda x: sum(f(x), axis=-1))(x)` (a row sum), beside the value and gradient of softmax cross-entropy at the same
-shape, and which kind of program XLA compiled: on XLA:CPU a row sum of elementwise math becomes one YNNPACK fusion,
-an elementwise output one of XLA's own loop fusions. Medians of `--repeats` rounds of `--calls` calls, interleaved.
+these costs. This prints, for each function `f` of a `[512, 1000]` float32 array `x`, the time of `jit(f)(x)` (the
+elementwise output) and of `jit(lambda x: sum(f(x), axis=-1))(x)` (a row sum), beside the value and gradient of
+softmax cross-entropy at the same shape, and which kind of program XLA compiled: on XLA:CPU a row sum of elementwise
+math becomes one YNNPACK fusion, an elementwise output one of XLA's own loop fusions. Medians of `--repeats` rounds
+of `--calls` calls, interleaved.
 
     python benchmarks/elementwise_cost.py [--repeats 11] [--calls 50] [--batch 512] [--classes 1000]
 """

@@ -113,5 +113,6 @@ def main() -> None:
                              if name != TORCH_ROW), key=lambda item: item[1][1])
     print(f"slowest at C={args.classes[-1]}: {worst} at {ratio:.2f}x cross-entropy")
 
+
 if __name__ == "__main__":
     main()

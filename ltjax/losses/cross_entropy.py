@@ -103,6 +103,7 @@ def _sigmoid_cross_entropy_rows(logits: jax.Array, labels: jax.Array) -> jax.Arr
     elsewhere the loss is at least log 2, so rounding `z_y` out of it costs a few ulp of `z_y`, never the loss.
     """
     hinges = jnp.sum(jnp.maximum(logits, 0.0), axis=-1) - _math.take_true_class(logits, labels)
+    # XLA's own `log1p`, not `_math.log1p_of_fraction`: in a row sum YNNPACK's `log1p` is the faster of the two.
     return hinges + jnp.sum(jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=-1)
 
 
@@ -117,10 +118,11 @@ def _sigmoid_cross_entropy_rows_jvp(primals, tangents):
 
 
 def _sigmoid_bce_and_complement(signed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """`softplus(-s)`, `sigmoid(-s)` and `exp(-|s|)` from one exponential, stable for any `s`."""
+    """`softplus(-s)`, `sigmoid(-s)` and their shared tail `log1p(exp(-|s|))` from one exponential, stable for any
+    `s` (`softplus(s)` is `max(s, 0)` plus the same tail)."""
     decay = jnp.exp(-jnp.abs(signed))
-    bce = jnp.maximum(-signed, 0.0) + _math.log1p_of_fraction(decay)
-    return bce, jnp.where(signed > 0, decay, 1.0) / (1.0 + decay), decay
+    tail = _math.log1p_of_fraction(decay)
+    return jnp.maximum(-signed, 0.0) + tail, jnp.where(signed > 0, decay, 1.0) / (1.0 + decay), tail
 
 
 def _focal_terms(signed: jax.Array, gamma) -> tuple[jax.Array, jax.Array]:
@@ -157,8 +159,7 @@ def _sigmoid_focal_terms_traced_gamma(signed: jax.Array, gamma: jax.Array) -> ja
 def _sigmoid_focal_terms_traced_gamma_jvp(primals, tangents):
     (signed, gamma), (signed_dot, gamma_dot) = primals, tangents
     value, slope = _focal_terms(signed, gamma)
-    decay = _sigmoid_bce_and_complement(signed)[2]
-    log_one_minus_p_t = -(jnp.maximum(signed, 0.0) + _math.log1p_of_fraction(decay))
+    log_one_minus_p_t = -(jnp.maximum(signed, 0.0) + _sigmoid_bce_and_complement(signed)[2])
     return value, slope * signed_dot + value * log_one_minus_p_t * gamma_dot
 
 
