@@ -1,4 +1,5 @@
-"""The runs the tests train: the default digits config with command-line style overrides.
+"""The runs the tests train: the default digits config with command-line style overrides (and a workdir held by
+another run).
 
 Most tests check how a run is wired (a method's phases and state, checkpoints and resume, ensembles, tables, the
 command line), not how well its network learns. They train ResNet-2, the stem and the head alone, whose train step
@@ -7,6 +8,12 @@ assertions need a network that learns pass `model=DATASET_MODEL`, the digits' ow
 takes about a second, as long as the rest of such a run: they are off unless a test looks at them
 (("plots", "true")).
 """
+import contextlib
+import pathlib
+import subprocess
+import sys
+from typing import Iterator
+
 from ltjax.configs import files, schema
 
 SMOKE_MODEL = "resnet2"
@@ -20,3 +27,18 @@ def digits_config(*overrides: tuple[str, str], model: str = SMOKE_MODEL):
     written = files.load_config_file(files.DEFAULT_CONFIG)
     pairs = [("progress_bar", "false"), ("plots", "false"), ("model.name", model), *overrides]
     return schema.apply_overrides(written, pairs)[0]
+
+
+@contextlib.contextmanager
+def workdir_locked_elsewhere(workdir: pathlib.Path) -> Iterator[None]:
+    """While entered, another process (recorded as "pid test") holds `workdir`'s lock, as a run in it would."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('pid test'); "
+         "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)",
+         str(workdir / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -11,6 +11,8 @@
 | resuming with another config                       | checkpoint error without the difference | ConfigError listing the changed keys |
 | two runs in one workdir at once                    | interleaved logs                         | WorkdirBusyError                    |
 | kill -9 and resume                                 | log.jsonl lost epoch lines               | one line per epoch, same report     |
+| SIGTERM (preemption) or Ctrl-C                     | exit 143 / traceback, work since the last epoch lost | one line, exit 75, checkpoint at that step, same report on rerun |
+| a stop at an epoch's last step                     | resumed without the epoch's hooks and log line | the epoch ends first          |
 | a corrupt or wrong-size image in the test split    | found after training / unnamed crash     | DataError naming the file, before the first step |
 | CIFAR with no data_dir                             | looked in ./cifar10                      | tfds's default ($TFDS_DATA_DIR), named in the error |
 | a zero or inf count passed to a jitted loss        | NaN/inf losses                           | see tests/test_losses_errors.py::test_invalid_traced_counts_raise_under_jit |
@@ -33,12 +35,13 @@ from ltjax.configs import schema
 from ltjax.keys import ConfigError
 from ltjax.data.splits import SplitManifest
 from ltjax.train import main as train_main
+from ltjax.train import multihost
 from ltjax.train.build import DataSpec, build
 from ltjax.train.checkpoint import Checkpointer, CheckpointError, state_digest
 from ltjax.train.loop import NonFiniteError, train_and_evaluate
 from ltjax.train.workdir import Workdir, WorkdirBusyError, default_name
 
-from runs import DATASET_MODEL, SMOKE_ARGS, digits_config
+from runs import DATASET_MODEL, SMOKE_ARGS, digits_config, workdir_locked_elsewhere
 
 
 def quiet(_: str) -> None:
@@ -183,18 +186,10 @@ def test_resuming_with_another_config_is_an_error_showing_the_difference(finishe
 
 
 def test_a_second_run_is_kept_out_of_a_busy_workdir(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('pid test'); "
-         "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
-         str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with workdir_locked_elsewhere(tmp_path):
         with pytest.raises(WorkdirBusyError, match="is in use by pid test"):
             with Workdir(tmp_path).lock():
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
     with Workdir(tmp_path).lock():  # released when the holder dies
         pass
 
@@ -216,24 +211,73 @@ def _arguments(workdir: pathlib.Path) -> list[str]:
             "--config.checkpoint_every_steps=2", *SMOKE_ARGS]
 
 
-def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
-    """SIGKILL the real command mid-epoch (digits: 7 steps per epoch), rerun it, compare with a run never killed;
-    the kill lands in D-FFDS's collecting epoch, so its state must come back from the checkpoint too. Only the killed
-    run needs a process of its own; the others run the same command's `main` here."""
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert train_main.main(_arguments(straight)) == 0
-    process = subprocess.Popen([sys.executable, "-m", "ltjax", *_arguments(killed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+@pytest.fixture(scope="module")
+def straight_cli_run(trained_once) -> pathlib.Path:
+    """The workdir of `_arguments`' run, never stopped: what a stopped and resumed run must give."""
+    return trained_once("ffds-cli-straight", lambda workdir: train_main.main(_arguments(workdir)))
+
+
+def _start_and_wait_for_step_10(workdir: pathlib.Path, **streams) -> subprocess.Popen:
+    """The command of `_arguments(workdir)` in a process of its own, once it has checkpointed step 10 (mid-epoch 1;
+    digits: 7 steps per epoch)."""
+    process = subprocess.Popen([sys.executable, "-m", "ltjax", *_arguments(workdir)], **streams)
     deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "10").is_dir():  # step 10 is mid-epoch 1
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its checkpoint"
+    while not (workdir / "checkpoints" / "10").is_dir():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the run ended, or ran 300 s, before its checkpoint of step 10")
         time.sleep(0.05)
+    return process
+
+
+def test_killed_cli_run_resumes_to_the_uninterrupted_result(straight_cli_run, tmp_path):
+    """SIGKILL the real command mid-epoch, rerun it, compare with a run never killed; the kill lands in D-FFDS's
+    collecting epoch, so its state must come back from the checkpoint too. Only the killed run needs a process of its
+    own; the others run the same command's `main` here."""
+    killed = tmp_path / "killed"
+    process = _start_and_wait_for_step_10(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "report.json").exists()
     assert train_main.main(_arguments(killed)) == 0
-    assert (killed / "report.json").read_text() == (straight / "report.json").read_text()
+    assert (killed / "report.json").read_text() == (straight_cli_run / "report.json").read_text()
     assert len((killed / "log.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_command_with_a_checkpoint_and_the_rerun_resumes_exactly(signal_number, straight_cli_run,
+                                                                                      tmp_path):
+    """A scheduler's SIGTERM (preemption) or a Ctrl-C: one line, a distinct exit code, a checkpoint at the step the
+    run stopped after, and no traceback; the rerun ends as the run never stopped."""
+    stopped = tmp_path / "stopped"
+    process = _start_and_wait_for_step_10(stopped, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.send_signal(signal_number)
+    try:
+        _, errors = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == multihost.EXIT_INTERRUPTED, errors
+    assert "Traceback" not in errors
+    line = errors.strip().splitlines()[-1]
+    epoch, step = map(int, line.removeprefix("ltjax-train: interrupted at epoch ").split(";")[0].split(" step "))
+    assert line.endswith("; checkpoint saved; run the same command to resume")
+    assert (stopped / "checkpoints" / str(7 * epoch + step)).is_dir() and 7 * epoch + step > 10
+    assert not (stopped / "report.json").exists()
+    assert train_main.main(_arguments(stopped)) == 0
+    assert (stopped / "report.json").read_text() == (straight_cli_run / "report.json").read_text()
+    assert len((stopped / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_stop_at_the_last_step_of_an_epoch_ends_that_epoch_first(tmp_path):
+    """A stop (max_steps, or a signal) after an epoch's last step checkpoints the finished epoch (its method hook,
+    validation and log line done), so the rerun begins the next epoch and ends as the run never stopped."""
+    config = digits_config(("num_epochs", "3"), ("loss.name", "ffds"), ("loss.ffds_start", "1"))
+    straight = train_and_evaluate(config, tmp_path / "straight", say=quiet)
+    assert train_and_evaluate(config, tmp_path / "stopped", max_steps=14, say=quiet) is None  # the end of epoch 1
+    assert len((tmp_path / "stopped" / "log.jsonl").read_text().splitlines()) == 2
+    assert train_and_evaluate(config, tmp_path / "stopped", say=quiet) == straight
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()] == [
+        0, 1, 2]
 
 
 # --- data faults surface before the first step, naming the file ---------------------------------------------------

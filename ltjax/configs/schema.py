@@ -53,7 +53,7 @@ RUN_KEYS = {
     "seed": Key(0, "seed of the initialisation and of the data order"),
     "parallel": Key("shard_map", "data parallelism: jax.shard_map under jit, or jax.pmap",
                     choices=("shard_map", "pmap")),
-    "num_devices": Key(0, "local devices to use (0: all)"),
+    "num_devices": Key(0, "devices to use on one process (0: all; a run across processes uses all)"),
     "checkpoint_every_steps": Key(0, "also checkpoint every N steps (0: at the end of every epoch only)"),
     "keep_checkpoints": Key(2, "checkpoints kept; the older ones are the fallback when the newest is damaged"),
     "progress_bar": Key(True, "show a progress bar per epoch"),

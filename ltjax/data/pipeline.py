@@ -35,9 +35,11 @@ Scripts using processes need the usual `if __name__ == "__main__":` guard.
 Why plain NumPy and a worker pool, not grain or a tfds data source: ltjax's sources are already random-access
 (`tfds.data_source` offers nothing more for our files), the samplers need a different index order per epoch
 (progressive, re-drawn over-sampling), which is one line here and a custom sampler in grain, and neither adds a
-dependency beyond NumPy and Pillow. Multi-host: pass `process_index=jax.process_index()` and
-`process_count=jax.process_count()` and build global arrays from the per-host batches with
-`jax.make_array_from_process_local_data` (what `device_prefetch` does).
+dependency beyond NumPy and Pillow. Across processes (what `ltjax.train.loop` does): pass
+`process_index=jax.process_index()` and `process_count=jax.process_count()`, so each process reads and decodes only
+its share of every global batch, and build global arrays from the shares with `device_prefetch`. Host augmentation
+draws per process (its rng takes the process index), so with a `transform` the batches depend on the process count;
+the device augmentation the loop uses draws per example of the global batch, and does not.
 """
 from __future__ import annotations
 

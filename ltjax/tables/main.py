@@ -4,7 +4,8 @@
     ltjax-table experiments/tables/tiny_imagenet_lt_reduced.py --out experiments/tables/results/tiny_imagenet_lt_reduced
 
 Finished cells are not trained again: running the same command after an interruption resumes the unfinished
-groups and rewrites the table. Outputs: `table.json`, `table.md` and `table.png` in `--out` (default
+groups and rewrites the table. Across processes (the flags of `ltjax-train`), every group trains on all of them and
+process 0 writes the table. Outputs: `table.json`, `table.md` and `table.png` in `--out` (default
 `<root>/<table name>/`); every cell keeps its workdir under `<root>/<table name>/cells/`.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 
 from ltjax.keys import ConfigError
+from ltjax.train import multihost
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="runs/tables", help="where the cells' workdirs go (default runs/tables)")
     parser.add_argument("--out", help="where table.json/.md/.png go (default <root>/<table name>)")
     parser.add_argument("--max-members", type=int, default=64, help="largest ensemble trained in one step")
+    multihost.add_flags(parser)
     arguments = parser.parse_args(argv)
 
     from ltjax.data.splits import ManifestError
@@ -35,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
+        multihost.initialize_from(arguments)
         table = spec.load_table(arguments.spec)
         results = run.run_table(table, pathlib.Path(arguments.root), max_members=arguments.max_members)
     except (ConfigError, ManifestError, CheckpointError, WorkdirBusyError, FileNotFoundError) as error:
-        print(f"ltjax-table: error: {error}", file=sys.stderr)
+        print(f"ltjax-table: {multihost.label()}error: {error}", file=sys.stderr)
         return 1
+    except multihost.Interrupted as stop:
+        print(f"ltjax-table: {multihost.label()}{stop}", file=sys.stderr)
+        return multihost.EXIT_INTERRUPTED
+    if not multihost.is_primary():
+        return 0
     out = pathlib.Path(arguments.out or pathlib.Path(arguments.root) / table.name)
     out.mkdir(parents=True, exist_ok=True)
     summary = render.summarize(table, results)
@@ -58,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    sys.exit(multihost.run_command(main))

@@ -19,6 +19,7 @@ import ml_collections
 from ltjax import methods
 from ltjax.configs import schema
 from ltjax.tables.spec import METRICS, Row, Table
+from ltjax.train import multihost
 from ltjax.train.build import SHARED_KEYS
 from ltjax.train.loop import train_ensemble
 
@@ -113,6 +114,7 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
       groups run now, "total_seconds": the training time of every group, whenever it ran, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
     """
     groups = plan_groups(table, pathlib.Path(root), max_members)
+    say = say if multihost.is_primary() else (lambda _: None)
     seconds = 0.0
     for index, group in enumerate(groups):
         labels = sorted({cell.row.label for cell in group.cells})
@@ -124,8 +126,10 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
         try:
             train_ensemble([cell.config for cell in group.cells], group.workdir, say=say)
         finally:
-            group.add_seconds(time.perf_counter() - started)
+            if multihost.is_primary():
+                group.add_seconds(time.perf_counter() - started)
         seconds += time.perf_counter() - started
+    multihost.barrier("ltjax-table-trained")  # process 0 has written the groups' times
     results = []
     for group in groups:
         for member, cell in enumerate(group.cells):

@@ -88,6 +88,7 @@ class Trainer:
       objective: the method bound to the run (`Objective`), or an `EnsembleObjective`.
       batch_sharding: where the steps want their batch arrays (`ltjax.data.device_prefetch` puts them there).
       eval_sharding: likewise for the eval step's (shared) batches.
+      replicated: a copy on every device (the state, the schedule).
       epoch_inputs: `epoch -> EpochInputs`, what the train step is given for that epoch (0-indexed): the run's
         milestones (phase starts, learning-rate schedule) live here, on the host, not in the compiled step.
     """
@@ -100,6 +101,7 @@ class Trainer:
     devices: tuple
     batch_sharding: NamedSharding
     eval_sharding: NamedSharding
+    replicated: NamedSharding
     plan: dict
     init_state: Callable[[], TrainState]
     train_step: Callable[..., TrainState]
@@ -119,6 +121,26 @@ class Trainer:
         if member is None:
             return self.objective.method
         return self.objective.variants[self.objective.member_variants[member]].method
+
+
+def run_devices(config: ml_collections.ConfigDict) -> tuple:
+    """The devices a run trains on: every device of every process (one global mesh, each process's devices side by
+    side), or on one process its first `num_devices` (0: all).
+
+    Raises:
+      ConfigError: across processes, `num_devices` that leaves some out, or the `pmap` mode (it maps one process's
+        devices).
+    """
+    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
+    if jax.process_count() == 1:
+        return tuple(devices[: config.num_devices or None])
+    if config.num_devices not in (0, len(devices)):
+        raise ConfigError(f"num_devices={config.num_devices}: across {jax.process_count()} processes every one of "
+                          f"the {len(devices)} devices takes part; leave num_devices at 0")
+    if config.parallel != "shard_map":
+        raise ConfigError(f"parallel={config.parallel} maps the devices of one process; across processes use "
+                          "parallel=shard_map (the default)")
+    return tuple(devices)
 
 
 def model_name(config: ml_collections.ConfigDict) -> str:
@@ -207,7 +229,7 @@ def build_ensemble(configs: Sequence[ml_collections.ConfigDict], data: DataSpec,
 def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer:
     configs = tuple(schema.resolve(config) for config in configs)
     config = configs[0]
-    devices = tuple(devices or jax.local_devices()[: config.num_devices or None])
+    devices = tuple(devices or run_devices(config))
     check_batch_divides(config.batch_size, len(devices))
     check_batch_divides(config.eval_batch_size, len(devices))
     stats = ClassStats.from_counts(data.class_counts)
@@ -276,6 +298,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         optimizer=optimizer, devices=devices,
         batch_sharding=NamedSharding(mesh, MEMBERS_SPLIT if ensemble else SPLIT),
         eval_sharding=NamedSharding(mesh, SPLIT),
+        replicated=NamedSharding(mesh, REPLICATED),
         plan=_plan(configs, objectives, name, heads[0], data, devices),
         init_state=init_state, train_step=train_step, eval_step=eval_step, outputs_step=outputs_step,
         start_epoch=jax.jit(member_map(reset)), end_epoch=jax.jit(member_map(end)),
@@ -308,7 +331,8 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
         "num_epochs": config.num_epochs,
         "batch_size": config.batch_size,
         "steps_per_epoch": data.steps_per_epoch,
-        "devices": f"{len(devices)} x {devices[0].device_kind} ({config.parallel})",
+        "devices": f"{len(devices)} x {devices[0].device_kind} ({config.parallel})" + (
+            f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""),
     }
 
 

@@ -7,10 +7,14 @@ no step behind. Restoring recomputes the digest: a step whose files cannot be re
 was saved (flipped bytes that still decode) is damaged. It is moved aside to `<step>.damaged` (kept for inspection,
 out of orbax's way), the user is told, and the previous step is tried; with no good step left the run stops.
 Orbax's own logging is kept off the terminal: the message names the step and the fault.
+
+Across processes, every process saves and restores (orbax writes the host copy from process 0 and synchronises
+them); a step that any process finds damaged is damaged for all, and process 0 moves it aside.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import pathlib
@@ -20,6 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ltjax.train import multihost
 from ltjax.train.state import TrainState
 
 _ORBAX_LOGGERS = ("absl", "orbax", "jax._src.distributed", "tensorstore")
@@ -60,13 +65,14 @@ def _first_sentence(error: Exception) -> str:
     return f"{type(error).__name__}: {text[:200]}"
 
 
-def _free_name(path: pathlib.Path) -> pathlib.Path:
-    """`path`, or `path-2`, `path-3`, ... if taken (a step damaged again after a resume)."""
-    candidate, number = path, 1
-    while candidate.exists():
+def _move_aside(step_dir: pathlib.Path) -> str:
+    """Renames a damaged step to `<step>.damaged` (or `.damaged-2`, ... if taken: damaged again after a resume)."""
+    aside, number = step_dir.with_name(f"{step_dir.name}.damaged"), 1
+    while aside.exists():
         number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
+        aside = step_dir.with_name(f"{step_dir.name}.damaged-{number}")
+    step_dir.rename(aside)
+    return str(aside)
 
 
 class Checkpointer:
@@ -123,7 +129,8 @@ class Checkpointer:
         self, target: TrainState, fingerprint: str | tuple[str, ...], *, say: Callable[[str], None] = print,
         step: int | None = None, read_only: bool = False,
     ) -> TrainState | None:
-        """The newest good checkpoint restored into the structure of `target`; None when there is none at all.
+        """The newest good checkpoint restored into the structure of `target` (as host arrays); None when there is
+        none at all.
 
         Damaged steps are moved aside to `<step>.damaged` and reported through `say`, and the next older step is
         tried.
@@ -140,7 +147,9 @@ class Checkpointer:
           CheckpointError: checkpoints exist but none is good (or `step` is absent or damaged), or the checkpoint was
             written by a run with another config (`fingerprint` differs).
         """
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        # Restored as host arrays, as they were saved: the steps place them on their devices. (An array committed to
+        # one device could not be placed on devices of other processes.)
+        abstract = jax.tree.map(lambda leaf: np.empty(np.shape(leaf), leaf.dtype), target)
         damaged = []
         steps = self.steps()
         if step is not None and step not in steps:
@@ -148,14 +157,13 @@ class Checkpointer:
         for step in [step] if step is not None else reversed(steps):
             step_dir = self.directory / str(step)
             try:
-                state, record = self._restore_step(step, abstract)
+                state, record = multihost.on_every(functools.partial(self._restore_step, step, abstract))
             except CheckpointError as fault:
                 damaged.append(step)
                 if read_only:
                     say(f"checkpoint step {step} is damaged: {fault}; trying the previous one")
                     continue
-                aside = _free_name(step_dir.with_name(f"{step}.damaged"))
-                step_dir.rename(aside)
+                aside = multihost.on_primary(functools.partial(_move_aside, step_dir))
                 with _quiet_orbax():
                     self._manager.reload()
                 say(f"checkpoint step {step} is damaged: {fault}; moved it to {aside} and trying the previous one")

@@ -9,7 +9,8 @@
     ltjax-eval --workdir DIR --member 3                                              # one member of an ensemble
 
 Writes `report.json` and plots to `<workdir>/eval/<name>/` (with `--select-on`, also `selection.json`: every value
-tried on validation and the one chosen). The run's checkpoints and logs are never written to. Corrections:
+tried on validation and the one chosen). The run's checkpoints and logs are never written to. Across processes
+(the flags of `ltjax-train`), every process evaluates its share of each batch and process 0 writes. Corrections:
 `la` (z - tau log prior, Menon et al.), `tau_norm` (class weights / norm^tau, Kang et al.; linear head),
 `iif` (z * iif, Alexandridis et al.); `none` predicts with the method's own rule.
 """
@@ -21,6 +22,7 @@ import sys
 
 from ltjax.configs import files
 from ltjax.keys import ConfigError
+from ltjax.train import multihost
 
 CORRECTION_NAMES = ("none", "la", "tau_norm", "iif")
 SPLITS = ("test", "validation", "train")
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--value", help="the correction's tau (la, tau_norm) or variant (iif); default 1.0 / raw")
     parser.add_argument("--select-on", choices=("validation",), help="choose the value on the validation split")
     parser.add_argument("--name", help="the output folder's name under <workdir>/eval (default from the options)")
+    multihost.add_flags(parser)
     return parser
 
 
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from ltjax.train.checkpoint import CheckpointError
 
     try:
+        multihost.initialize_from(arguments)
         overrides = files.parse_overrides(extra)
         if any(not key.startswith("dataset.") for key, _ in overrides):
             raise ConfigError("ltjax-eval takes only --config.dataset.<key> overrides (the split to evaluate on); "
@@ -94,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         logits = evaluate.corrected_logits(run, outputs, arguments.posthoc, value)
         report = evaluate.report_of(logits, outputs.labels, run.data.class_counts)
     except (ConfigError, ManifestError, CheckpointError, FileNotFoundError) as error:
-        print(f"ltjax-eval: error: {error}", file=sys.stderr)
+        print(f"ltjax-eval: {multihost.label()}error: {error}", file=sys.stderr)
         return 1
+    if not multihost.is_primary():
+        return 0
     name = arguments.name or "-".join(
         [arguments.split, f"step{run.step}"] + ([] if arguments.posthoc == "none" else
                                                 [arguments.posthoc, "selected" if selection else str(value)]))
@@ -115,4 +121,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    sys.exit(multihost.run_command(main))

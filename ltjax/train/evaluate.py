@@ -25,6 +25,7 @@ from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
 from ltjax.models import ModelOutput
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble
+from ltjax.train import multihost
 from ltjax.train.checkpoint import Checkpointer, CheckpointError
 from ltjax.train.state import TrainState
 
@@ -107,12 +108,13 @@ def load_run(workdir: str | pathlib.Path, *, member: int | None = None, step: in
 def split_outputs(trainer: Trainer, state: TrainState, source: ImageSource) -> posthoc.Outputs:
     """Every example's logits and features (eval mode), fetched to the host in the split's order."""
     logits, features = [], []
-    batches = eval_batches(source, global_batch_size=trainer.config.eval_batch_size, num_workers=2)
+    batches = eval_batches(source, global_batch_size=trainer.config.eval_batch_size, num_workers=2,
+                           process_index=jax.process_index(), process_count=jax.process_count())
     for batch in device_prefetch(batches, trainer.eval_sharding):
         batch_logits, batch_features = trainer.outputs_step(state, batch.images)
-        mask = np.asarray(batch.mask)
-        logits.append(np.asarray(batch_logits)[mask])
-        features.append(np.asarray(batch_features)[mask])
+        mask = multihost.gather(batch.mask)
+        logits.append(multihost.gather(batch_logits)[mask])
+        features.append(multihost.gather(batch_features)[mask])
     return posthoc.Outputs(np.concatenate(logits), np.concatenate(features), np.asarray(source.labels))
 
 

@@ -9,7 +9,13 @@ many/medium/few table and plots.
 Nothing here knows which method runs: phase switches happen inside the compiled step, phase-entry hooks (a
 similarity model built from class prototypes) come from the objective. A loss or gradient that stops being finite
 stops a single run before anything computed from it is saved (`NonFiniteError`); in an ensemble it marks that member
-diverged (`members/<k>/diverged.json`, no report) and the others train on, untouched.
+diverged (`members/<k>/diverged.json`, no report) and the others train on, untouched. SIGTERM or SIGINT stops the run
+at a step with a checkpoint there (`multihost.Interrupted`); running it again resumes from that step.
+
+Across processes (`ltjax.train.multihost`) every process runs this same loop over one global mesh, reading only its
+share of each global batch; process 0 alone holds the workdir lock and writes the run's files (config, plan,
+provenance, logs, TensorBoard events, reports, plots), checkpoints are saved and restored by all (orbax), and every
+decision that could differ (a config error, a damaged checkpoint, where to stop) is taken together.
 
 An ensemble's workdir holds the shared record (config.json listing every member, plan, provenance, manifests,
 checkpoints) and a folder per member, `members/<k>/`, with the member's own config.json, log.jsonl, report.json and
@@ -22,6 +28,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import socket
 import time
 from typing import Callable, Sequence
 
@@ -35,10 +42,12 @@ from ltjax.configs import schema
 from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
+from ltjax.train import multihost
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan
 from ltjax.train.checkpoint import Checkpointer
 from ltjax.train.stages import start_from_first_stage
 from ltjax.train.state import TrainState
+from ltjax.train.step import place
 from ltjax.train.workdir import EpochLog, Workdir
 
 # Panels of `curves.png`: keys of the JSON-lines log, nested keys dotted. The gap panel gets a zero line.
@@ -55,10 +64,6 @@ class NonFiniteError(RuntimeError):
     """The loss or a gradient stopped being finite: the run diverged."""
 
 
-def _devices(config: ml_collections.ConfigDict) -> list:
-    return jax.local_devices()[: config.num_devices or None]
-
-
 def _member(tree, member: int | None):
     """Member `member`'s slice of a stacked pytree (the tree itself for a single run)."""
     return tree if member is None else jax.tree.map(lambda leaf: leaf[member], tree)
@@ -69,12 +74,13 @@ def evaluate(trainer: Trainer, state: TrainState, source: ImageSource, *, keep_f
     """Sums the eval statistics over a split (with a leading member axis for an ensemble); with `keep_features`,
     also fetches every example's features (for class prototypes), which otherwise never leave the device."""
     total, features = None, []
-    batches = eval_batches(source, global_batch_size=trainer.config.eval_batch_size, num_workers=2)
+    batches = eval_batches(source, global_batch_size=trainer.config.eval_batch_size, num_workers=2,
+                           process_index=jax.process_index(), process_count=jax.process_count())
     for batch in device_prefetch(batches, trainer.eval_sharding):
         stats, batch_features = trainer.eval_step(state, batch.images, batch.labels, batch.mask)
         total = stats if total is None else total.merge(stats)
         if keep_features:
-            features.append(np.asarray(batch_features)[..., np.asarray(batch.mask), :])
+            features.append(multihost.gather(batch_features)[..., multihost.gather(batch.mask), :])
     return jax.device_get(total), np.concatenate(features, axis=-2) if keep_features else None
 
 
@@ -94,6 +100,7 @@ class _Run:
     checkpointer: Checkpointer
     record: dict
     say: Callable[[str], None]
+    diverged: dict[int, dict] = dataclasses.field(default_factory=dict)  # member -> where it diverged
 
     @property
     def members(self) -> list[int | None]:
@@ -104,11 +111,14 @@ class _Run:
         return self.pipelines[0].steps_per_epoch()
 
     def member_dir(self, member: int | None) -> pathlib.Path:
-        return self.folder.path if member is None else self.folder.path / "members" / str(member)
+        return self.folder.member(member)
 
-    def diverged(self, member: int | None) -> dict | None:
-        path = self.member_dir(member) / "diverged.json"
-        return json.loads(path.read_text()) if member is not None and path.exists() else None
+    def read_diverged(self) -> None:
+        """The members that diverged in an earlier session of the run (their files are complete by now)."""
+        for member in self.members:
+            path = self.member_dir(member) / "diverged.json"
+            if member is not None and path.exists():
+                self.diverged[member] = json.loads(path.read_text())
 
     def batches(self, epoch: int, first_step: int):
         iterators = [pipeline.batches(start_epoch=epoch, start_step=first_step, end_epoch=epoch + 1)
@@ -126,7 +136,7 @@ class _Run:
         totals = jax.device_get(state.totals)
         for member in self.members:
             bad = int(_member(totals, member).first_nonfinite_step)
-            if bad < 0 or self.diverged(member):
+            if bad < 0 or member in self.diverged:
                 continue
             epoch, step = divmod(bad, self.steps_per_epoch)
             if member is None:
@@ -139,8 +149,9 @@ class _Run:
                     f"{kept}. The run is deterministic, so resuming repeats the divergence: lower "
                     "optimizer.learning_rate, or check the method's keys and the data, in a new workdir."
                 )
-            record = {"global_step": bad, "epoch": epoch, "step": step}
-            (self.member_dir(member) / "diverged.json").write_text(json.dumps(record) + "\n")
+            self.diverged[member] = {"global_step": bad, "epoch": epoch, "step": step}
+            if multihost.is_primary():
+                (self.member_dir(member) / "diverged.json").write_text(json.dumps(self.diverged[member]) + "\n")
             self.say(f"member {member} diverged at global step {bad} (epoch {epoch}); the other members train on")
 
     def save(self, state: TrainState) -> None:
@@ -166,7 +177,7 @@ class _Run:
                 else:
                     updated = objective.enter(member, phase, _member(loss_state, member), hooks)
                     loss_state = jax.tree.map(lambda all_, one: all_.at[member].set(one), loss_state, updated)
-        return state.replace(loss_state=loss_state)
+        return state.replace(loss_state=multihost.broadcast(loss_state))  # the hooks ran on the host of each process
 
 
 def train_and_evaluate(
@@ -193,6 +204,7 @@ def train_and_evaluate(
       DataError: a split with missing, undecodable or odd-sized images (named).
       CheckpointError: the workdir has checkpoints but none is good.
       NonFiniteError: the run diverged.
+      Interrupted: SIGTERM or SIGINT stopped the run at a step, with a checkpoint there; running again resumes.
     """
     reports = _train([config], workdir, ensemble=False, max_steps=max_steps, extend=extend, say=say)
     return None if reports is None else reports[0]
@@ -206,6 +218,9 @@ def train_ensemble(
 
     Returns:
       One report per member (None for a member that diverged), or None when stopped by `max_steps`.
+
+    Raises:
+      As `train_and_evaluate`.
     """
     return _train(list(configs), workdir, ensemble=True, max_steps=max_steps, extend=False, say=say)
 
@@ -217,60 +232,80 @@ def _fingerprint_of(record: dict) -> str:
     return schema.fingerprint(ml_collections.ConfigDict(record))
 
 
+def _silent(_: str) -> None:
+    pass
+
+
 def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, extend: bool,
            say) -> list[dict | None] | None:
     configs = [schema.resolve(config) for config in configs]
     config = configs[0]
+    say = say if multihost.is_primary() else _silent
     folder = Workdir(workdir)
-    with folder.lock():
-        data = datasets.get(config.dataset.name).load(config.dataset).prepared(
-            dataset=config.dataset.name, cache_dir=config.data_cache_dir or None)
+    with contextlib.ExitStack() as held:
+        multihost.on_primary(lambda: held.enter_context(folder.lock()))
+        data = multihost.on_every(lambda: datasets.get(config.dataset.name).load(config.dataset).prepared(
+            dataset=config.dataset.name, cache_dir=config.data_cache_dir or None))
         sampler = datasets.make_sampler(config.dataset, config.num_epochs)
         pipelines = [TrainPipeline(data.train, global_batch_size=member.batch_size, seed=member.seed, sampler=sampler,
-                                   num_workers=1 if ensemble else 2) for member in configs]
+                                   num_workers=1 if ensemble else 2, process_index=jax.process_index(),
+                                   process_count=jax.process_count()) for member in configs]
         spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipelines[0].steps_per_epoch(),
                         data.crop_padding)
-        trainer = (build_ensemble(configs, spec, devices=_devices(config)) if ensemble
-                   else build(config, spec, devices=_devices(config)))
+        trainer = build_ensemble(configs, spec) if ensemble else build(config, spec)
         records = [json.loads(schema.to_json(member)) for member in configs]
-        previous = folder.check_config({"members": records} if ensemble else records[0], extend=extend)
-        folder.record_manifests(data.manifests)
-        folder.record_session(trainer.plan, trainer.devices,
-                              extended_from=None if previous is None else previous["num_epochs"])
-        say(format_plan(trainer.plan))
-        if previous is not None:
-            say(f"extending the run from {previous['num_epochs']} to {config.num_epochs} epochs; its phases and "
-                "learning-rate milestones follow the new length")
+        hosts = multihost.exchange(socket.gethostname())
+        previous = multihost.on_primary(lambda: _record(folder, trainer, data, records, extend, hosts))
         fingerprint = schema.fingerprint(config) if not ensemble else schema.ensemble_fingerprint(configs)
         checkpointer = Checkpointer(folder.checkpoints, max_to_keep=config.keep_checkpoints)
         run = _Run(trainer, data, pipelines, folder, checkpointer, {"fingerprint": fingerprint, "config": records},
                    say)
-        for member, record in zip(run.members, records):
-            run.member_dir(member).mkdir(parents=True, exist_ok=True)
-            if member is not None:
-                (run.member_dir(member) / "config.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+        say(format_plan(trainer.plan))
+        if previous is not None:
+            say(f"extending the run from {previous['num_epochs']} to {config.num_epochs} epochs; its phases and "
+                "learning-rate milestones follow the new length")
+        run.read_diverged()
         accepted = (fingerprint,) if previous is None else (fingerprint, _fingerprint_of(previous))
         fresh = trainer.init_state()
         state = checkpointer.restore(fresh, accepted, say=say)
-        if state is None:
-            state = start_from_first_stage(fresh, trainer, say=say)
+        if state is None:  # every process starts from process 0's initialisation, bit for bit
+            state = multihost.broadcast(start_from_first_stage(fresh, trainer, say=say))
         try:
-            state = _epochs(run, state, max_steps)
+            with multihost.Interruption() as interruption:
+                state = _epochs(run, state, max_steps, interruption)
         finally:
             checkpointer.close()
         return None if state is None else _final_reports(run, state)
 
 
-def _epochs(run: _Run, state: TrainState, max_steps: int | None) -> TrainState | None:
+def _record(folder: Workdir, trainer: Trainer, data: datasets.TrainingData, records: list[dict], extend: bool,
+            hosts: list[str]) -> dict | None:
+    """Process 0's record of the run in its workdir (see `Workdir`); the workdir's previous config when `extend`
+    lengthened the run."""
+    previous = folder.check_config({"members": records} if trainer.members else records[0], extend=extend)
+    folder.record_manifests(data.manifests)
+    folder.record_session(trainer.plan, trainer.devices, hosts=hosts,
+                          extended_from=None if previous is None else previous["num_epochs"])
+    for member, record in enumerate(records if trainer.members else []):
+        folder.member(member).mkdir(parents=True, exist_ok=True)
+        (folder.member(member) / "config.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+    return previous
+
+
+def _epochs(run: _Run, state: TrainState, max_steps: int | None,
+            interruption: multihost.Interruption) -> TrainState | None:
     start_epoch, start_step = divmod(int(np.ravel(jax.device_get(state.step))[0]), run.steps_per_epoch)
     with contextlib.ExitStack() as stack:
         logs = {member: stack.enter_context(EpochLog(run.member_dir(member) / "log.jsonl", start_epoch))
-                for member in run.members}
-        return _train_epochs(run, state, max_steps, logs, start_epoch, start_step)
+                for member in run.members} if multihost.is_primary() else {}
+        return _train_epochs(run, state, max_steps, interruption, logs, start_epoch, start_step)
 
 
-def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, logs: dict[int | None, EpochLog],
-                  start_epoch: int, start_step: int) -> TrainState | None:
+def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, interruption: multihost.Interruption,
+                  logs: dict[int | None, EpochLog], start_epoch: int, start_step: int) -> TrainState | None:
+    """Trains from (start_epoch, start_step) to the end of the run, or until `max_steps` or a signal stops it (with
+    a checkpoint at that step: None, or `Interrupted`). A stop at an epoch's last step first ends the epoch, so that
+    the checkpoint is the epoch's own and a resumed run begins the next epoch."""
     trainer, config = run.trainer, run.trainer.config
     steps_per_epoch = run.steps_per_epoch
     for epoch in range(start_epoch, config.num_epochs):
@@ -279,14 +314,16 @@ def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, logs: dic
             state = run.enter_phases(trainer.start_epoch(state), epoch)
         started = time.perf_counter()
         progress = tqdm(run.batches(epoch, first_step), total=steps_per_epoch - first_step, desc=f"epoch {epoch}",
-                        leave=False, disable=not config.progress_bar)
-        schedule = jax.device_put(trainer.epoch_inputs(epoch))
+                        leave=False, disable=not (config.progress_bar and multihost.is_primary()))
+        schedule = place(trainer.epoch_inputs(epoch), trainer.replicated)
+        stop = None
         for step, batch in enumerate(progress, start=epoch * steps_per_epoch + first_step + 1):
             state = trainer.train_step(state, batch.images, batch.labels, schedule)
-            if max_steps is not None and step >= max_steps:
+            stop = _stop_reason(step, max_steps, interruption)
+            if stop is not None and step % steps_per_epoch:
                 progress.close()
                 run.save(state)
-                return None
+                return _stopped(stop, step, steps_per_epoch)
             if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
                 run.save(state)
         state = trainer.end_epoch(state)
@@ -294,12 +331,29 @@ def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, logs: dic
         seconds = time.perf_counter() - started
         validation = evaluate(trainer, state, run.data.validation)[0] if run.data.validation is not None else None
         totals = jax.device_get(state.totals)
-        for member in run.members:
-            if not run.diverged(member):
-                logs[member].append(_epoch_record(_member(totals, member), _member(validation, member), run.data,
-                                                  epoch, seconds))
+        for member, log in logs.items():
+            if member not in run.diverged:
+                log.append(_epoch_record(_member(totals, member), _member(validation, member), run.data, epoch,
+                                         seconds))
         run.save(state)
+        if stop is not None:
+            return _stopped(stop, (epoch + 1) * steps_per_epoch, steps_per_epoch)
     return state
+
+
+def _stop_reason(step: int, max_steps: int | None, interruption: multihost.Interruption) -> str | None:
+    """Why the run stops after global step `step` ("max_steps", "signal"), or None; asked at every step, since
+    the processes' agreement on a signal counts the steps."""
+    signalled = interruption.reached(step)
+    if max_steps is not None and step >= max_steps:
+        return "max_steps"
+    return "signal" if signalled else None
+
+
+def _stopped(reason: str, step: int, steps_per_epoch: int) -> None:
+    if reason == "signal":
+        raise multihost.Interrupted(*divmod(step, steps_per_epoch), step)
+    return None
 
 
 def _epoch_record(totals: metrics.TrainTotals, validation_stats: metrics.EvalStats | None,
@@ -325,7 +379,7 @@ def _final_reports(run: _Run, state: TrainState) -> list[dict | None]:
     test_stats, _ = evaluate(run.trainer, state, data.test)
     reports = []
     for member in run.members:
-        if run.diverged(member):
+        if member in run.diverged:
             reports.append(None)
             continue
         folder = run.member_dir(member)
@@ -334,10 +388,12 @@ def _final_reports(run: _Run, state: TrainState) -> list[dict | None]:
             "class_names": list(data.class_names),
             "train_class_counts": data.class_counts.tolist(),
         }
-        (folder / "report.json").write_text(json.dumps(report, indent=1))
-        if run.trainer.config.plots:
-            _plot(folder, report, data.class_counts)
+        if multihost.is_primary():
+            (folder / "report.json").write_text(json.dumps(report, indent=1))
+            if run.trainer.config.plots:
+                _plot(folder, report, data.class_counts)
         reports.append(report)
+    multihost.barrier("ltjax-reports-written")  # so that every process returns with the run's files complete
     return reports
 
 

@@ -5,10 +5,12 @@
     ltjax-train --config experiments/configs/ffds.py:cifar100-if100 --config.num_epochs=20
     ltjax-train --plan --config.loss.name=ldam_drw         # print the resolved config and plan, train nothing
     ltjax-train --workdir DIR --config.num_epochs=50 --extend   # continue DIR's run into a longer schedule
+    ltjax-train --coordinator_address=HOST:PORT --num_processes=2 --process_id=0   # and =1: one run, 2 processes
 
 Every key of the resolved config can be set with `--config.<key>=<value>`; an unknown key is an error that names the
 nearest valid one. The default workdir, `runs/<method>-<dataset>-if<IF>-seed<seed>-<config hash>`, differs for every
-config; running the same command again resumes from its newest good checkpoint.
+config; running the same command again resumes from its newest good checkpoint. SIGTERM or SIGINT (Ctrl-C) stops
+the run at the next step with a checkpoint there and exit code 75; a second Ctrl-C stops at once.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import sys
 
 from ltjax.configs import files, schema
 from ltjax.keys import ConfigError
+from ltjax.train import multihost
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ltjax-train", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         usage="ltjax-train [--config FILE[:ARG]] [--workdir DIR] [--max_steps N] [--plan] [--extend] "
-              "[--config.KEY=VALUE ...]",
+              "[--coordinator_address HOST:PORT --num_processes N --process_id I] [--config.KEY=VALUE ...]",
         epilog=(
             f"methods (--config.loss.name): {', '.join(methods.names())}\n"
             f"datasets (--config.dataset.name): {', '.join(datasets.DATASETS)}\n"
@@ -41,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plan", action="store_true", help="print the resolved config and the plan, then exit")
     parser.add_argument("--extend", action="store_true",
                         help="continue --workdir's run into a longer --config.num_epochs (milestones follow it)")
+    multihost.add_flags(parser)
     return parser
 
 
@@ -57,9 +61,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     arguments, extra = _parser().parse_known_args(argv)
     try:
+        multihost.initialize_from(arguments)
         written = files.load_config_file(arguments.config)
         config, warnings = schema.apply_overrides(written, files.parse_overrides(extra))
-        for warning in warnings:
+        for warning in warnings if multihost.is_primary() else ():
             print(f"ltjax-train: warning: {warning}", file=sys.stderr)
         if arguments.plan:
             return _print_plan(config)
@@ -71,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = pathlib.Path(arguments.workdir or pathlib.Path("runs") / default_name(config))
         report = train_and_evaluate(config, workdir, max_steps=arguments.max_steps, extend=arguments.extend)
     except _user_errors() as error:
-        print(f"ltjax-train: error: {error}", file=sys.stderr)
+        print(f"ltjax-train: {multihost.label()}error: {error}", file=sys.stderr)
         return 1
+    except multihost.Interrupted as stop:
+        print(f"ltjax-train: {multihost.label()}{stop}", file=sys.stderr)
+        return multihost.EXIT_INTERRUPTED
+    if not multihost.is_primary():
+        return 0
     if report is None:
         print(f"stopped at step {arguments.max_steps}; run the same command again to resume from {workdir}")
         return 0
@@ -85,21 +95,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_plan(config) -> int:
-    """The resolved config and the plan, without loading more than the training labels."""
+    """The resolved config and the plan, without loading more than the training labels (process 0 prints)."""
     from ltjax import datasets
     from ltjax.data.pipeline import TrainPipeline
     from ltjax.train.build import DataSpec, build, format_plan
-    from ltjax.train.loop import _devices
 
-    print(schema.to_json(config))
+    if multihost.is_primary():
+        print(schema.to_json(config))
     data = datasets.get(config.dataset.name).load(config.dataset)
     steps = TrainPipeline(data.train, global_batch_size=config.batch_size,
                           sampler=datasets.make_sampler(config.dataset, config.num_epochs)).steps_per_epoch()
     spec = DataSpec(data.class_counts, data.image_shape, data.normalization, steps, data.crop_padding)
-    trainer = build(config, spec, devices=_devices(config))
-    print(format_plan(trainer.plan))
+    trainer = build(config, spec)
+    if multihost.is_primary():
+        print(format_plan(trainer.plan))
     return 0
 
 
 def run() -> None:
-    sys.exit(main())
+    sys.exit(multihost.run_command(main))

@@ -11,12 +11,11 @@ step only calls it. The epoch's running sums (`TrainTotals`) stay in the state o
 for a step; they include the first step whose loss or gradient was not finite, which the loop checks whenever it
 fetches them.
 
-`data_parallel` runs such a function over the local devices through `jax.shard_map` under `jax.jit` (the default) or
-through `jax.pmap`; arguments are placed by partition specs over a 1-D mesh with axis `"batch"`.
-
-Multi-host: call `jax.distributed.initialize()` before anything touches the devices, build each host's share of the
-global batch with the pipeline's `process_index`/`process_count`, and assemble global arrays with
-`jax.make_array_from_process_local_data` over a mesh of `jax.devices()`.
+`data_parallel` runs such a function over the devices through `jax.shard_map` under `jax.jit` (the default) or
+through `jax.pmap`; arguments are placed by partition specs over a 1-D mesh with axis `"batch"`. Across processes
+(`ltjax.train.multihost`) the mesh holds every process's devices, the batch arrives as one global array assembled
+from each process's share (`ltjax.data.device_prefetch`), and the collectives span the processes: the same program,
+with a device assignment over hosts (only `shard_map`; `pmap` maps one process's devices).
 """
 from __future__ import annotations
 
@@ -143,6 +142,21 @@ def make_outputs_step(model, normalization: Normalization) -> Callable:
     return outputs_step
 
 
+def place(tree, sharding: NamedSharding):
+    """`tree`'s arrays with `sharding`. Across processes, a host value (NumPy, or an array on this process's devices
+    alone) is taken to be the same on every process, as the state and the schedule are, and each process places its
+    own copy: `jax.device_put` would first compare it across the processes, a collective per array."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def placed(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return leaf  # already global: a step's output or a batch from device_prefetch
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+    return jax.tree.map(placed, tree)
+
+
 def _split_axis(spec: PartitionSpec) -> int | None:
     """The position of the device axis in a partition spec (None: replicated)."""
     return next((i for i, name in enumerate(spec) if name == AXIS), None)
@@ -196,7 +210,7 @@ def data_parallel(
     placements = tuple(NamedSharding(mesh, spec) for spec in in_specs)
 
     def placed(args):
-        return tuple(jax.device_put(a, placement) for a, placement in zip(args, placements))
+        return tuple(place(a, placement) for a, placement in zip(args, placements))
 
     def run(*args):
         return mapped(*placed(args))

@@ -26,7 +26,6 @@ import sys
 from importlib import metadata
 from typing import Iterator, Mapping
 
-import jax
 import ml_collections
 
 from ltjax.configs import schema
@@ -79,6 +78,10 @@ class Workdir:
     @property
     def checkpoints(self) -> pathlib.Path:
         return self.path / "checkpoints"
+
+    def member(self, member: int | None) -> pathlib.Path:
+        """The folder of an ensemble member's own files (config, log, report, plots); the workdir for a single run."""
+        return self.path if member is None else self.path / "members" / str(member)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -169,9 +172,18 @@ class Workdir:
             else:
                 manifest.to_json(path)
 
-    def record_session(self, plan: dict, devices, *, extended_from: int | None = None) -> None:
+    def record_session(self, plan: dict, devices, *, hosts: list[str] | None = None,
+                       extended_from: int | None = None) -> None:
         """Appends this session (command, versions, devices, time, and a lengthening of the run) to
-        `provenance.json` and writes `plan.json`."""
+        `provenance.json` and writes `plan.json`.
+
+        Args:
+          plan: the run's plan.
+          devices: every device the run trains on, of every process.
+          hosts: each process's host name, in process order (this host's alone by default).
+          extended_from: the run length before `--extend` lengthened it.
+        """
+        hosts = hosts or [socket.gethostname()]
         (self.path / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
         path = self.path / "provenance.json"
         sessions = json.loads(path.read_text())["sessions"] if path.exists() else []
@@ -184,7 +196,10 @@ class Workdir:
             "host": socket.gethostname(),
             "platform": platform.platform(),
             "devices": {"kind": devices[0].device_kind, "platform": devices[0].platform, "count": len(devices),
-                        "process_count": jax.process_count()},
+                        "process_count": len(hosts),
+                        "processes": [{"process": process, "host": host,
+                                       "devices": [device.id for device in devices if device.process_index == process]}
+                                      for process, host in enumerate(hosts)]},
             "versions": _versions(),
             "ltjax_source": _ltjax_source(),
         })
