@@ -14,6 +14,7 @@ run exactly.
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,19 +69,23 @@ def _environment(devices: int) -> dict:
 
 
 class Processes:
-    """The processes of one run on this machine, started with the three flags; every one is ended on exit."""
+    """The processes of one run on this machine, started with the three flags (or, with `slurm`, with the variables
+    a SLURM job step sets instead); every one is ended on exit."""
 
-    def __init__(self, command: list[str], logs: pathlib.Path, *, count: int = 2, devices: int = 4):
+    def __init__(self, command: list[str], logs: pathlib.Path, *, count: int = 2, devices: int = 4,
+                 slurm: bool = False):
         port = _free_port()
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = [logs / f"process{index}.log" for index in range(count)]
         self.processes = []
         for index, log in enumerate(self.logs):
+            flags = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={count}", f"--process_id={index}"]
+            slurm_step = {"SLURM_JOB_ID": "1", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_NTASKS": str(count),
+                          "SLURM_PROCID": str(index), "SLURM_LOCALID": str(index), "JAX_COORDINATOR_PORT": str(port)}
             with log.open("w") as output:
                 self.processes.append(subprocess.Popen(
-                    [*command, f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={count}",
-                     f"--process_id={index}"],
-                    env=_environment(devices), stdout=output, stderr=subprocess.STDOUT))
+                    command if slurm else [*command, *flags], env={**_environment(devices), **(
+                        slurm_step if slurm else {})}, stdout=output, stderr=subprocess.STDOUT))
 
     def output(self, index: int) -> str:
         return self.logs[index].read_text()
@@ -298,6 +303,23 @@ def test_a_killed_process_stops_the_other_with_a_message_and_the_rerun_resumes(f
     assert (workdir / "report.json").read_text() == (ffds_across_processes / "report.json").read_text()
 
 
+def test_a_damaged_checkpoint_is_moved_aside_once_and_every_process_resumes_the_previous(ffds_across_processes,
+                                                                                         tmp_path):
+    workdir = shutil.copytree(ffds_across_processes, tmp_path / "run", ignore=shutil.ignore_patterns("eval"))
+    (workdir / "report.json").unlink()
+    newest = max(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+    arrays = [path for path in (workdir / "checkpoints" / str(newest) / "state").rglob("*")
+              if path.is_file() and "metadata" not in path.name.lower()]
+    largest = max(arrays, key=lambda path: path.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 3])
+    _train(FFDS_ARGS, workdir)
+    said = (workdir.parent / "logs" / "run" / "process0.log").read_text()
+    assert f"checkpoint step {newest} is damaged" in said and f"resuming from checkpoint step {newest - 5}" in said
+    assert [path.name for path in (workdir / "checkpoints").iterdir() if "damaged" in path.name] == [
+        f"{newest}.damaged"]
+    assert (workdir / "report.json").read_text() == (ffds_across_processes / "report.json").read_text()
+
+
 def test_a_busy_workdir_stops_every_process_with_process_0s_error(tmp_path):
     """Process 0 alone takes the workdir's lock; the others must learn of its failure rather than wait for it."""
     workdir = tmp_path / "run"
@@ -330,6 +352,15 @@ def test_evaluation_across_processes_gives_the_single_process_evaluation(ffds_ac
     for name in ("report.json", "selection.json"):
         assert_same(json.loads((folder / f"across-{tmp_path.name}" / name).read_text()),
                     json.loads((folder / f"one-{tmp_path.name}" / name).read_text()))
+
+
+def test_processes_of_a_slurm_job_step_join_without_flags(tmp_path):
+    """JAX's cluster detection reads the variables SLURM sets (here for two tasks on this host); the plan then
+    spans both processes' devices."""
+    with Processes([sys.executable, "-m", "ltjax", "--plan", *CE_ARGS], tmp_path / "logs", slurm=True) as run:
+        assert run.wait() == [0, 0], run.output(0)[-3000:]
+        assert "on 8 x cpu (shard_map) in 2 processes" in run.output(0)
+        assert "run " not in run.output(1)  # process 0 alone prints
 
 
 def test_partial_flags_name_the_missing_ones():
