@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 import numpy as np
 
-from ltjax.keys import ConfigError, Key, nearest, number
+from ltjax.keys import SEED_MAX, ConfigError, Key, nearest, number
 from ltjax.data import augment, samplers
 from ltjax.data.prepare import prepare_split
 from ltjax.data.digits import load_digits_lt
@@ -105,9 +105,11 @@ class Dataset:
 
 def _common_keys(imbalance_factor: float, *, data_dir_help: str | None = None) -> dict[str, Key]:
     keys = {
-        "imbalance_factor": number(imbalance_factor, "n_max / n_min of the long-tailed train split"),
-        "validation_per_class": Key(0, "balanced validation images per class held out of train (0: none)"),
-        "seed": Key(0, "seed of the long-tailed draw (the reference repositories' rand_number)"),
+        "imbalance_factor": number(imbalance_factor, "n_max / n_min of the long-tailed train split", minimum=1),
+        "validation_per_class": Key(0, "balanced validation images per class held out of train (0: none)",
+                                    minimum=0),
+        "seed": Key(0, "seed of the long-tailed draw (the reference repositories' rand_number)", minimum=0,
+                    maximum=SEED_MAX),
         "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
     }
     if data_dir_help:
@@ -179,7 +181,8 @@ DATASETS: dict[str, Dataset] = {
     dataset.name: dataset
     for dataset in (
         Dataset("digits", "scikit-learn's 1,797 digits, long-tailed, embedded (no download)",
-                {**_common_keys(10.0), "validation_per_class": Key(10, "balanced validation images per class")},
+                {**_common_keys(10.0),
+                 "validation_per_class": Key(10, "balanced validation images per class", minimum=0)},
                 _digits, "resnet8"),
         Dataset("cifar10", "CIFAR-10-LT (tensorflow-datasets, the LDAM-DRW split)",
                 _common_keys(100.0, data_dir_help=_CIFAR_DIR_HELP), _cifar("cifar10"), "resnet32"),

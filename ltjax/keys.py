@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 KINDS = ("number", "static", "epoch")
+# Seeds enter the train state as int32 and NumPy's generators as non-negative integers.
+SEED_MAX = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -36,20 +38,23 @@ class Key:
       help: one line saying what it means (shown by `ltjax-methods`).
       kind: one of `KINDS`.
       choices: the allowed values of a key that picks a code path; None for any value of the type.
+      minimum, maximum: the bounds of a number (None: unbounded).
     """
 
     default: Any
     help: str
     kind: str = "static"
     choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"Key kind must be one of {KINDS}, got {self.kind!r}")
 
 
-def number(default: float, help: str) -> Key:
-    return Key(float(default), help, "number")
+def number(default: float, help: str, **bounds: float) -> Key:
+    return Key(float(default), help, "number", **bounds)
 
 
 def epoch(default: float, help: str) -> Key:
@@ -116,6 +121,11 @@ def _coerce(value: Any, key: Key, where: str) -> Any:
         value = _plain(value)
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
+    if key.minimum is not None and value < key.minimum or key.maximum is not None and value > key.maximum:
+        low, high = (None if bound is None else f"{bound:g}" if bound % 1 else str(int(bound))
+                     for bound in (key.minimum, key.maximum))
+        bounds = f"between {low} and {high}" if low and high else f">= {low}" if low else f"<= {high}"
+        raise ConfigError(f"{where} must be {bounds}, got {value!r} ({key.help})")
     return value
 
 

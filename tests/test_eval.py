@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from ltjax import posthoc
+from ltjax.commands import EXIT_USER_ERROR
 from ltjax.train import eval_main
 from ltjax.train.evaluate import load_run, select_on_validation
 from ltjax.train.loop import train_and_evaluate, train_ensemble
@@ -80,16 +81,17 @@ def test_another_split_and_errors(ce_run, capsys):
     assert validation["num_examples"] == 100  # 10 held-out images per digit
     other = _eval(workdir, "--config.dataset.imbalance_factor=10", name="if10")
     assert other["num_examples"] == 300
-    assert eval_main.main(["--workdir", str(workdir), "--config.loss.name=la"]) == 1
+    assert eval_main.main(["--workdir", str(workdir), "--config.loss.name=la"]) == EXIT_USER_ERROR
     assert "only --config.dataset" in capsys.readouterr().err
-    assert eval_main.main(["--workdir", str(workdir / "nothing")]) == 1
+    assert eval_main.main(["--workdir", str(workdir / "nothing")]) == EXIT_USER_ERROR
     assert "not a run's workdir" in capsys.readouterr().err
 
 
 def test_selection_needs_a_validation_split(tmp_path, capsys):
     unsplit = config(("dataset.validation_per_class", "0"), ("num_epochs", "1"))
     train_and_evaluate(unsplit, tmp_path, say=lambda _: None)
-    assert eval_main.main(["--workdir", str(tmp_path), "--posthoc", "la", "--select-on", "validation"]) == 1
+    assert eval_main.main(["--workdir", str(tmp_path), "--posthoc", "la", "--select-on",
+                           "validation"]) == EXIT_USER_ERROR
     assert "the test split is never used for selection" in capsys.readouterr().err
 
 
@@ -97,7 +99,7 @@ def test_a_member_of_an_ensemble_is_evaluated_as_its_own_run(tmp_path, capsys):
     members = [config(("num_epochs", "2"), ("seed", "0")),
                config(("num_epochs", "2"), ("seed", "1"), ("loss.name", "la"))]
     reports = train_ensemble(members, tmp_path, say=lambda _: None)
-    assert eval_main.main(["--workdir", str(tmp_path)]) == 1
+    assert eval_main.main(["--workdir", str(tmp_path)]) == EXIT_USER_ERROR
     assert "--member K" in capsys.readouterr().err
     assert eval_main.main(["--workdir", str(tmp_path), "--member", "1", "--name", "x"]) == 0
     report = json.loads((tmp_path / "members" / "1" / "eval" / "x" / "report.json").read_text())

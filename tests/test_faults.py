@@ -2,7 +2,7 @@
 
 | fault                                              | before                                   | now (test)                          |
 |----------------------------------------------------|------------------------------------------|-------------------------------------|
-| the loss becomes NaN                               | exit 0, "Many-shot 100%" report          | NonFiniteError, exit 1, no report, good checkpoints kept |
+| the loss becomes NaN                               | exit 0, "Many-shot 100%" report          | NonFiniteError, exit 2, no report, good checkpoints kept |
 | flipped bytes in a checkpoint's arrays             | restored silently, wrong report          | digest mismatch, step moved aside, previous step resumed |
 | truncated / deleted checkpoint data                | right error under orbax log noise        | one message, fallback to the previous step |
 | every checkpoint damaged                           | -                                        | CheckpointError naming the steps    |
@@ -17,6 +17,13 @@
 | CIFAR with no data_dir                             | looked in ./cifar10                      | tfds's default ($TFDS_DATA_DIR), named in the error |
 | a zero or inf count passed to a jitted loss        | NaN/inf losses                           | see tests/test_losses_errors.py::test_invalid_traced_counts_raise_under_jit |
 | README's tests on another CPU (AVX-512)            | logits of ~140 compared with atol 1e-5   | tolerances scaled to the values (tests/tolerance.py) |
+| a config file that is not Python, or fails         | AttributeError / a raw traceback         | the file (and line) named, exit 2   |
+| seed, num_devices, batch out of range              | NumPy error / ZeroDivisionError / ran    | the key and its range, exit 2       |
+| a batch larger than the data; an imbalance factor it cannot give | ValueError traceback       | the key and the largest value that fits, exit 2 |
+| any user error on any command                      | a traceback around the message, exit 1   | the message alone, exit 2; --debug or LTJAX_DEBUG=1 adds the traceback; a bug keeps it |
+| a full disk at a checkpoint                        | 139-line orbax traceback                 | one line: the step, the folder, what to do; the rerun resumes |
+| a read-only workdir                                | PermissionError / OSError traceback      | one line naming the folder, exit 2  |
+| a disk that fills while the image cache is built   | SIGBUS, exit 135, no message             | room reserved up front; a full disk one message, nothing half-written left |
 """
 import json
 import pathlib
@@ -30,7 +37,8 @@ import jax
 import numpy as np
 import pytest
 
-from ltjax import datasets
+from ltjax import commands, datasets
+from ltjax.commands import EXIT_USER_ERROR
 from ltjax.configs import schema
 from ltjax.keys import ConfigError
 from ltjax.data.splits import SplitManifest
@@ -68,7 +76,7 @@ def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_good_checkpoints(
 
 def test_the_command_exits_nonzero_on_divergence(tmp_path, capsys):
     argv = [f"--workdir={tmp_path}", *SMOKE_ARGS] + [f"--config.{k}={v}" for k, v in DIVERGING]
-    assert train_main.main(argv) == 1
+    assert train_main.main(argv) == EXIT_USER_ERROR
     assert "training diverged" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
 
@@ -349,6 +357,185 @@ def test_cifar_without_a_data_dir_looks_where_tfds_does(tmp_path):
         env={**__import__("os").environ, "TFDS_DATA_DIR": str(empty)}, cwd=tmp_path, capture_output=True, text=True,
         timeout=300,
     )
-    assert result.returncode == 1
+    assert result.returncode == EXIT_USER_ERROR
     assert f"cifar10 is not prepared in {empty}/cifar10" in result.stderr and "tfds build cifar10" in result.stderr
     assert "tfds's default, as no data_dir was given" in result.stderr
+
+
+# --- a user's mistake is one message and exit code 2 -------------------------------------------------------------
+
+BAD_CONFIG_FILES = {
+    "syntax.py": ("import ml_collections\n\ndef get_config(:\n    pass\n", "syntax.py, line 3 fails as it runs: "
+                  "SyntaxError"),
+    "name.py": ("x = 1\ny = undefined_name\n", "name.py, line 2 fails as it runs: NameError"),
+}
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--config", "README.md"], "README.md is not a Python file: a config (or table spec) is a .py file"),
+    (["--config", "missing.py"], "file missing.py does not exist"),
+    (["--config.seed=-1"], "config.seed must be between 0 and 2147483647, got -1"),
+    (["--config.num_devices=-1"], "config.num_devices must be >= 0, got -1"),
+    (["--config.batch_size=1000"], "fewer than the global batch of 1000: lower the batch size (batch_size <= 486)"),
+    (["--config.dataset.imbalance_factor=1000"], "no images (n_max / IF = 0.12 < 1); use a smaller imbalance factor "
+                                                 "(dataset.imbalance_factor <= 120)"),
+    (["--config.loss.gama=2"], "unknown config key loss.gama; did you mean 'gamma'?"),
+], ids=["not-python", "missing", "seed", "num-devices", "batch", "imbalance", "key"])
+def test_a_users_mistake_is_one_line_and_exit_code_2(arguments, message, capsys, monkeypatch):
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
+    if "--config.loss.gama=2" in arguments:
+        arguments = ["--config.loss.name=focal", *arguments]
+    assert train_main.main([*arguments, "--plan"]) == EXIT_USER_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith("ltjax-train: error: ") and message in error and len(error.strip().splitlines()) == 1, \
+        error
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIG_FILES))
+def test_a_config_file_that_fails_is_named_with_its_line(name, tmp_path, capsys, monkeypatch):
+    source, message = BAD_CONFIG_FILES[name]
+    (tmp_path / name).write_text(source)
+    monkeypatch.chdir(tmp_path)
+    assert train_main.main(["--config", name, "--plan"]) == EXIT_USER_ERROR
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error, error
+
+
+def test_debug_shows_the_traceback_behind_a_message(capsys, monkeypatch):
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
+    assert train_main.main(["--config", "README.md", "--plan", "--debug"]) == EXIT_USER_ERROR
+    with_flag = capsys.readouterr().err
+    monkeypatch.setenv("LTJAX_DEBUG", "1")
+    assert train_main.main(["--config", "README.md", "--plan"]) == EXIT_USER_ERROR
+    with_variable = capsys.readouterr().err
+    for error in (with_flag, with_variable):
+        assert "Traceback" in error and "ConfigError" in error
+        assert error.strip().splitlines()[-1].startswith("ltjax-train: error: README.md is not a Python file")
+
+
+def test_a_bug_keeps_its_traceback():
+    """What no rule describes as the user's is ltjax's: it propagates (Python prints it and exits 1)."""
+    def broken(argv):
+        return {}["missing"]
+
+    with pytest.raises(KeyError):
+        commands.run("ltjax-test", broken, [])
+
+
+def test_every_command_reports_a_users_mistake_alike(tmp_path, capsys):
+    from ltjax.methods import listing
+    from ltjax.tables import main as table_main
+    from ltjax.train import eval_main
+
+    for program, main, arguments, message in [
+        ("ltjax-eval", eval_main.main, ["--workdir", str(tmp_path)], "is not a run's workdir"),
+        ("ltjax-table", table_main.main, [str(tmp_path / "nope.py")], "nope.py does not exist"),
+        ("ltjax-methods", listing.main, ["fdds"], "did you mean 'ffds'"),
+    ]:
+        assert main(arguments) == EXIT_USER_ERROR, program
+        error = capsys.readouterr().err
+        assert error.startswith(f"{program}: error: ") and message in error and "Traceback" not in error, error
+
+
+def test_a_corrupt_image_through_the_command_is_one_message(small_tiny_imagenet, tmp_path, capsys):
+    bad = small_tiny_imagenet / "val" / "images" / "val_4.JPEG"
+    bad.write_bytes(bad.read_bytes()[:200])
+    arguments = [f"--workdir={tmp_path / 'run'}", "--config.dataset.name=tiny_imagenet",
+                 f"--config.dataset.data_dir={small_tiny_imagenet}", "--config.dataset.imbalance_factor=2",
+                 "--config.dataset.validation_per_class=0", f"--config.data_cache_dir={tmp_path / 'cache'}",
+                 "--config.batch_size=8", "--config.eval_batch_size=8", "--config.num_epochs=1", *SMOKE_ARGS]
+    assert train_main.main(arguments) == EXIT_USER_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith("ltjax-train: error: ") and "val_4.JPEG: cannot decode" in error
+    assert "Traceback" not in error
+
+
+# --- a disk that is full or read-only ------------------------------------------------------------------------------
+
+OWN_FILE_SYSTEM = 'mkdir -p "$1" && mount -t tmpfs -o "$2" none "$1" && shift 2 && exec "$@"'
+
+
+@pytest.fixture(scope="module")
+def own_file_system():
+    """`run(folder, mount_options, command) -> CompletedProcess`: the command in a private mount namespace where
+    `folder` is a fresh tmpfs mounted with `mount_options` (`size=600k`, `ro`): a real full or read-only file system,
+    made without privileges (a user namespace maps this user to root in it)."""
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine makes no user and mount namespaces: {probe.stderr.decode().strip()}")
+
+    def run(folder: pathlib.Path, options: str, command: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", OWN_FILE_SYSTEM, "sh", str(folder),
+             options, *command], capture_output=True, text=True, timeout=300)
+
+    return run
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_message(own_file_system, tmp_path):
+    folder = tmp_path / "small"
+    result = own_file_system(folder, "size=600k", [
+        sys.executable, "-m", "ltjax", f"--workdir={folder / 'run'}", "--config.num_epochs=2", *SMOKE_ARGS[1:]])
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"ltjax-train: error: cannot write checkpoint step 7 in {folder / 'run' / 'checkpoints'}: "
+                           "the disk is full"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_read_only_workdir_is_one_message(own_file_system, tmp_path):
+    folder = tmp_path / "read-only"
+    result = own_file_system(folder, "ro", [sys.executable, "-m", "ltjax", f"--workdir={folder / 'run'}",
+                                            *SMOKE_ARGS])
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert result.stderr.strip() == (f"ltjax-train: error: cannot write {folder / 'run'}: the file system is "
+                                     "read-only: choose a folder you can write")
+
+
+FILLING_CACHE = """
+import pathlib, shutil, sys, time
+import numpy as np
+from ltjax.data.cache import write_cache
+from ltjax.data.source import ArraySource
+
+folder = pathlib.Path(sys.argv[1])
+
+
+class FillsTheDisk(ArraySource):
+    # Halfway through the build, another writer takes all but 64 KiB of the disk, once the cache's file has its
+    # blocks (or after 3 s: a sparse file never gets them).
+    def __getitem__(self, index):
+        if index == 50:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and sum(
+                    path.stat().st_blocks * 512 for path in folder.glob("*.partial-*")) < self.images.nbytes:
+                time.sleep(0.01)
+            try:
+                (folder / "filler").write_bytes(bytes(shutil.disk_usage(folder).free - (64 << 10)))
+            except OSError:
+                pass
+        return super().__getitem__(index)
+
+
+images = np.random.default_rng(0).integers(0, 256, (100, 64, 64, 3), dtype=np.uint8)
+write_cache(FillsTheDisk(images, np.zeros(100, np.int64), 1, ("a",)), folder / "filled.npy", num_workers=1)
+assert np.array_equal(np.load(folder / "filled.npy"), images)
+try:
+    write_cache(ArraySource(images, np.zeros(100, np.int64), 1, ("a",)), folder / "full.npy", num_workers=1)
+except OSError as error:
+    print(error.strerror)
+print(sorted(path.name for path in folder.iterdir()))
+"""
+
+
+def test_a_disk_that_fills_during_the_cache_build_is_no_crash_and_leaves_nothing_half_written(own_file_system,
+                                                                                                tmp_path):
+    """The cache's room is reserved when its file is made, so a disk that fills after the free-space check cannot
+    stop its writes (through a memory map it was SIGBUS, exit 135); a disk already full is one message, and no
+    partial file is left."""
+    folder = tmp_path / "small"
+    result = own_file_system(folder, "size=2m", [sys.executable, "-c", FILLING_CACHE, str(folder)])
+    assert result.returncode == 0, result.stderr
+    message, files = result.stdout.strip().splitlines()
+    assert message.startswith(f"the image cache needs 1 MiB in {folder} and has 0 MiB free: free some space"), message
+    assert files == "['filled.npy', 'filled.npy.json', 'filler']"

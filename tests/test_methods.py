@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ltjax import losses, methods
+from ltjax.commands import EXIT_USER_ERROR
 from ltjax.configs import files, schema
 from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
@@ -169,9 +170,9 @@ def test_a_key_the_chosen_method_does_not_read_is_an_error_in_a_file_and_a_warni
 
 
 def test_cli_errors_are_one_line_and_exit_nonzero(capsys):
-    assert train_main.main(["--config.loss.name=focal", "--config.loss.gama=2", "--plan"]) == 1
+    assert train_main.main(["--config.loss.name=focal", "--config.loss.gama=2", "--plan"]) == EXIT_USER_ERROR
     assert "did you mean 'gamma'" in capsys.readouterr().err
-    assert train_main.main(["--config.loss.name=ffds", "--config.num_epochs=1", "--plan"]) == 1
+    assert train_main.main(["--config.loss.name=ffds", "--config.num_epochs=1", "--plan"]) == EXIT_USER_ERROR
     assert "needs 2 epochs" in capsys.readouterr().err
 
 
@@ -183,7 +184,7 @@ def test_listing_command_shows_methods_and_one_method_keys(capsys):
     described = capsys.readouterr().out
     for key, spec in methods.get("ffds").keys.items():
         assert re.search(rf"^\s+{key}\s+{re.escape(repr(spec.default))}", described, re.MULTILINE), key
-    assert listing.main(["fdds"]) == 1 and "did you mean 'ffds'" in capsys.readouterr().err
+    assert listing.main(["fdds"]) == EXIT_USER_ERROR and "did you mean 'ffds'" in capsys.readouterr().err
 
 
 def test_the_loop_and_the_step_name_no_method():

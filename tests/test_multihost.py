@@ -24,6 +24,7 @@ import time
 import numpy as np
 import pytest
 
+from ltjax.commands import EXIT_USER_ERROR
 from ltjax.train import main as train_main
 from ltjax.train import multihost
 from ltjax.train.loop import train_ensemble
@@ -326,7 +327,7 @@ def test_a_busy_workdir_stops_every_process_with_process_0s_error(tmp_path):
     workdir.mkdir()
     with workdir_locked_elsewhere(workdir), Processes(
             [sys.executable, "-m", "ltjax", f"--workdir={workdir}", *CE_ARGS], tmp_path / "logs") as run:
-        assert run.wait() == [1, 1]
+        assert run.wait() == [EXIT_USER_ERROR] * 2
         for index in range(2):
             assert f"process {index} of 2: error: workdir {workdir} is in use by pid test" in run.output(index)
 
@@ -334,7 +335,7 @@ def test_a_busy_workdir_stops_every_process_with_process_0s_error(tmp_path):
 def test_a_process_count_the_devices_cannot_serve_is_a_clear_error_on_every_process(tmp_path):
     with Processes([sys.executable, "-m", "ltjax", f"--workdir={tmp_path / 'run'}", *CE_ARGS,
                     "--config.parallel=pmap"], tmp_path / "logs") as run:
-        assert run.wait() == [1, 1]
+        assert run.wait() == [EXIT_USER_ERROR] * 2
         for index in range(2):
             assert "parallel=pmap maps the devices of one process" in run.output(index)
 

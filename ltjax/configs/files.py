@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import traceback
 from typing import Sequence
 
 import ml_collections
@@ -30,7 +31,7 @@ def load_module(path: str | pathlib.Path):
     """Imports a Python file (a config or table spec) as a module.
 
     Raises:
-      ConfigError: the file does not exist.
+      ConfigError: the file does not exist, is not a `.py` file, or fails as it runs (its error named).
     """
     path = pathlib.Path(path)
     if not path.is_file() and not path.is_absolute() and (REPOSITORY / path).is_file():
@@ -38,8 +39,21 @@ def load_module(path: str | pathlib.Path):
     if not path.is_file():
         raise ConfigError(f"file {path} does not exist (expected e.g. experiments/configs/ce.py:cifar10-if100)")
     module_spec = importlib.util.spec_from_file_location(f"ltjax_spec_{path.stem}", path)
+    if path.suffix != ".py" or module_spec is None:
+        raise ConfigError(f"{path} is not a Python file: a config (or table spec) is a .py file that defines "
+                          "get_config() (get_table()), e.g. experiments/configs/ce.py")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # the file's own code: its error is the user's to fix, named with its line
+        if isinstance(error, SyntaxError):
+            line, text = error.lineno, error.msg
+        else:
+            line, text = next((frame.lineno for frame in reversed(traceback.extract_tb(error.__traceback__))
+                               if pathlib.Path(frame.filename).resolve() == path.resolve()), None), str(error)
+        where = f"{path}, line {line}" if line else str(path)
+        raise ConfigError(f"{where} fails as it runs: {type(error).__name__}: {text} (--debug shows the "
+                          "traceback)") from error
     return module
 
 

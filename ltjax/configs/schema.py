@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from ltjax import datasets, methods
-from ltjax.keys import ConfigError, Key, complete_section, epoch, nearest, number
+from ltjax.keys import SEED_MAX, ConfigError, Key, complete_section, epoch, nearest, number
 from ltjax.models import HEAD_NAMES, MODEL_NAMES
 from ltjax.schedules import epoch_of
 
@@ -47,15 +47,16 @@ OPTIMIZER_KEYS = {
 }
 
 RUN_KEYS = {
-    "num_epochs": Key(200, "training epochs"),
-    "batch_size": Key(128, "global batch size over all devices"),
-    "eval_batch_size": Key(256, "global batch size of evaluation"),
-    "seed": Key(0, "seed of the initialisation and of the data order"),
+    "num_epochs": Key(200, "training epochs", minimum=1),
+    "batch_size": Key(128, "global batch size over all devices", minimum=1),
+    "eval_batch_size": Key(256, "global batch size of evaluation", minimum=1),
+    "seed": Key(0, "seed of the initialisation and of the data order", minimum=0, maximum=SEED_MAX),
     "parallel": Key("shard_map", "data parallelism: jax.shard_map under jit, or jax.pmap",
                     choices=("shard_map", "pmap")),
-    "num_devices": Key(0, "devices to use on one process (0: all; a run across processes uses all)"),
-    "checkpoint_every_steps": Key(0, "also checkpoint every N steps (0: at the end of every epoch only)"),
-    "keep_checkpoints": Key(2, "checkpoints kept; the older ones are the fallback when the newest is damaged"),
+    "num_devices": Key(0, "devices to use on one process (0: all; a run across processes uses all)", minimum=0),
+    "checkpoint_every_steps": Key(0, "also checkpoint every N steps (0: at the end of every epoch only)", minimum=0),
+    "keep_checkpoints": Key(2, "checkpoints kept; the older ones are the fallback when the newest is damaged",
+                            minimum=1),
     "progress_bar": Key(True, "show a progress bar per epoch"),
     "plots": Key(True, "draw the PNG plots at the end (class distribution, per-class accuracy, confusion, curves); "
                        "report.json and the TensorBoard events are written either way"),

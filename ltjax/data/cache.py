@@ -19,6 +19,7 @@ names each file after the digest of its source's manifest, so different splits n
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -86,13 +87,49 @@ def manifest_digest(manifest: dict[str, Any], image_size: int | None) -> str:
     return _sha256(json.dumps(content, sort_keys=True))
 
 
-def _check_free_space(folder: pathlib.Path, num_bytes: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < num_bytes:
-        raise OSError(
-            f"the image cache needs {num_bytes / 2**20:,.0f} MiB but {folder} has {free / 2**20:,.0f} MiB free; "
-            "free some space or choose another cache folder (cache_dir= or $LTJAX_CACHE_DIR)"
-        )
+def _no_room(folder: pathlib.Path, num_bytes: int, why: str) -> OSError:
+    return OSError(errno.ENOSPC, f"the image cache needs {num_bytes / 2**20:,.0f} MiB in {folder} and {why}: free "
+                                 "some space, or choose another cache folder (--config.data_cache_dir, "
+                                 "$LTJAX_CACHE_DIR, or cache_dir=)")
+
+
+class _ArrayFile:
+    """A `.npy` file of uint8 images written image by image with `pwrite`, its room reserved up front.
+
+    Written through a memory map, a file whose disk fills before it is complete kills the process with SIGBUS; here
+    the room is reserved when the file is created (`posix_fallocate`, where the file system has it), and a write the
+    disk refuses anyway is an `OSError` (ENOSPC).
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...]):
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # a sparse file
+        self.offset, self.item_bytes = header.offset, int(np.prod(shape[1:]))
+        del header
+        self.shape = shape
+        self.descriptor = os.open(path, os.O_WRONLY)
+        try:
+            os.posix_fallocate(self.descriptor, 0, self.offset + shape[0] * self.item_bytes)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        except AttributeError:  # no posix_fallocate on this platform: the writes find a full disk
+            pass
+
+    def write(self, index: int, image: np.ndarray) -> None:
+        os.pwrite(self.descriptor, np.ascontiguousarray(image, np.uint8).tobytes(),
+                  self.offset + index * self.item_bytes)
+
+    def close(self) -> None:
+        """Flushes the file to the disk and closes it."""
+        try:
+            os.fsync(self.descriptor)
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
 
 
 def _publish(temporary: str | os.PathLike, path: pathlib.Path) -> None:
@@ -145,7 +182,8 @@ def write_cache(
     Raises:
       ValueError: an empty source.
       DataError: files missing, undecodable or of another shape (nothing is written then).
-      OSError: too little free space for the cache in its folder.
+      OSError: too little space for the cache in its folder (ENOSPC, saying how much it needs): found before
+        writing, or when the disk fills up during the build; nothing is left behind then.
     """
     path = pathlib.Path(path)
     what = what or f"split cached at {path}"
@@ -156,7 +194,7 @@ def write_cache(
     manifest = source_manifest(source, what=what, max_reported=max_reported) | {
         "format_version": FORMAT_VERSION, "image_size": image_size
     }
-    array, partial = None, None
+    array, partial, num_bytes = None, None, 0
     try:
         for index, image in checked_images(
             source, what=what, image_shape=image_shape, image_size=image_size, num_workers=num_workers,
@@ -164,23 +202,33 @@ def write_cache(
         ):
             if array is None:
                 shape = (len(source), *(image_shape or image.shape))
-                _check_free_space(path.parent, int(np.prod(shape)))
+                num_bytes = int(np.prod(shape))
+                free = shutil.disk_usage(path.parent).free
+                if free < num_bytes:
+                    raise _no_room(path.parent, num_bytes, f"has {free / 2**20:,.0f} MiB free")
                 descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".partial-")
                 os.close(descriptor)
-                array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+                array = _ArrayFile(partial, shape)
             # An image of another shape is left out here; checked_images fails on it after the last image.
             if image.shape == array.shape[1:]:
-                array[index] = image
+                array.write(index, image)
         # Some image decoded: checked_images raises when none does.
         manifest["image_shape"] = list(array.shape[1:])
-        array.flush()
-        del array
+        array.close()
         _publish(partial, path)
-    except BaseException:
+        partial = None
+        write_json_atomically(_manifest_path(path), manifest)
+    except BaseException as error:
+        if array is not None:
+            array.abandon()
         if partial is not None:
             pathlib.Path(partial).unlink(missing_ok=True)
+        elif array is not None and not _manifest_path(path).exists():  # published, but its manifest failed
+            path.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) and \
+                error.strerror == os.strerror(error.errno):  # the disk's own refusal, not our free-space check
+            raise _no_room(path.parent, num_bytes, "the disk filled up while it was written") from error
         raise
-    write_json_atomically(_manifest_path(path), manifest)
     return load_cache(source, path, image_size=image_size)
 
 

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from ltjax.keys import ConfigError
+
 
 def _exp_counts(n_max: int, num_classes: int, imbalance_factor: float) -> list[int]:
     if num_classes == 1:
@@ -90,8 +92,8 @@ def longtail_counts(
       int64 `[C]`, non-increasing, `counts[0] == n_max`.
 
     Raises:
-      ValueError: n_max, num_classes or imbalance_factor out of range, an unknown profile or option, or a count
-        that truncates to 0 (n_max too small for this imbalance factor).
+      ValueError: n_max, num_classes or imbalance_factor out of range, an unknown profile or option.
+      ConfigError (a ValueError): a count that truncates to 0 (n_max too small for this imbalance factor).
 
     Example:
       >>> longtail_counts(5000, 10, 100).tolist()
@@ -114,9 +116,9 @@ def longtail_counts(
     counts = np.asarray(counts_fn(n_max, num_classes, float(imbalance_factor), **profile_options), np.int64)
     if counts.min() < 1:
         empty = np.flatnonzero(counts < 1)
-        raise ValueError(
+        raise ConfigError(
             f"profile {profile!r} with n_max={n_max} and imbalance_factor={imbalance_factor} gives classes "
             f"{empty.tolist()} no images (n_max / IF = {n_max / imbalance_factor:.3g} < 1); "
-            f"use a smaller imbalance factor or a larger n_max"
+            f"use a smaller imbalance factor (dataset.imbalance_factor <= {n_max}) or a larger n_max"
         )
     return counts

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from ltjax.data import samplers
+from ltjax.keys import ConfigError
 from ltjax.data.augment import Transform
 from ltjax.data.source import ImageSource
 from ltjax.data.verify import format_shape, image_name
@@ -263,9 +264,9 @@ class TrainPipeline:
         """Full global batches in `epoch` (the remainder is dropped); constant unless the sampler's length varies."""
         length = len(self.epoch_order(epoch))
         if length < self.global_batch_size:
-            raise ValueError(
-                f"epoch {epoch} has {length} examples, fewer than global_batch_size {self.global_batch_size}; "
-                "lower the batch size"
+            raise ConfigError(
+                f"epoch {epoch} has {length} training examples, fewer than the global batch of "
+                f"{self.global_batch_size}: lower the batch size (batch_size <= {length})"
             )
         return length // self.global_batch_size
 

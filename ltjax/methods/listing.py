@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ltjax.keys import ConfigError
 from ltjax.methods import METHODS, Method, get
 
 
@@ -46,15 +45,19 @@ def describe(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ltjax-methods", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("name", nargs="?", help="a method to describe")
-    arguments = parser.parse_args(argv)
-    try:
-        print(describe(arguments.name) if arguments.name else overview())
-    except ConfigError as error:
-        print(f"ltjax-methods: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    """`ltjax-methods` on `argv` (default: the command line); its exit code (`ltjax.commands`)."""
+    from ltjax import commands
+
+    def listing(arguments: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog="ltjax-methods",
+                                         description=__doc__.splitlines()[0].split(": ", 1)[1])
+        parser.add_argument("name", nargs="?", help="a method to describe")
+        commands.add_debug_flag(parser)
+        name = parser.parse_args(arguments).name
+        print(describe(name) if name else overview())
+        return 0
+
+    return commands.run("ltjax-methods", listing, argv)
 
 
 def run() -> None:

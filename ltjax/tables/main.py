@@ -17,36 +17,32 @@ import shlex
 import sys
 import time
 
-from ltjax.keys import ConfigError
+from ltjax import commands
 from ltjax.train import multihost
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`ltjax-table` on `argv` (default: the command line); its exit code (`ltjax.commands`)."""
+    return commands.run("ltjax-table", _table, argv)
+
+
+def _table(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ltjax-table", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("spec", help="a table spec file, e.g. experiments/tables/digits_lt.py")
     parser.add_argument("--root", default="runs/tables", help="where the cells' workdirs go (default runs/tables)")
     parser.add_argument("--out", help="where table.json/.md/.png go (default <root>/<table name>)")
     parser.add_argument("--max-members", type=int, default=64, help="largest ensemble trained in one step")
+    commands.add_debug_flag(parser)
     multihost.add_flags(parser)
     arguments = parser.parse_args(argv)
 
-    from ltjax.data.splits import ManifestError
     from ltjax.tables import render, run, spec
-    from ltjax.train.checkpoint import CheckpointError
-    from ltjax.train.workdir import WorkdirBusyError
 
     started = time.perf_counter()
-    try:
-        multihost.initialize_from(arguments)
-        table = spec.load_table(arguments.spec)
-        results = run.run_table(table, pathlib.Path(arguments.root), max_members=arguments.max_members)
-    except (ConfigError, ManifestError, CheckpointError, WorkdirBusyError, FileNotFoundError) as error:
-        print(f"ltjax-table: {multihost.label()}error: {error}", file=sys.stderr)
-        return 1
-    except multihost.Interrupted as stop:
-        print(f"ltjax-table: {multihost.label()}{stop}", file=sys.stderr)
-        return multihost.EXIT_INTERRUPTED
+    multihost.initialize_from(arguments)
+    table = spec.load_table(arguments.spec)
+    results = run.run_table(table, pathlib.Path(arguments.root), max_members=arguments.max_members)
     if not multihost.is_primary():
         return 0
     out = pathlib.Path(arguments.out or pathlib.Path(arguments.root) / table.name)
@@ -55,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     summary["wall_seconds"] = elapsed
     summary["fingerprint"] = results["fingerprint"]
-    command = shlex.join(["ltjax-table", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["ltjax-table", *argv])
     runtime = (f"{results['total_seconds'] / 60:.1f} min training {results['groups']} ensemble groups in all, "
                f"whenever they ran; this command: {elapsed / 60:.1f} min wall, {results['seconds'] / 60:.1f} min of it "
                "training the groups that were not finished")
@@ -67,4 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(multihost.run_command(main))
+    sys.exit(main())

@@ -18,16 +18,20 @@ import functools
 import hashlib
 import logging
 import pathlib
+import shutil
 from typing import Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ltjax import disk
 from ltjax.train import multihost
 from ltjax.train.state import TrainState
 
 _ORBAX_LOGGERS = ("absl", "orbax", "jax._src.distributed", "tensorstore")
+# What a step's files take beyond its arrays (metadata, the run record, file-system blocks).
+_FILES_OVERHEAD_BYTES = 256 * 1024
 
 
 class CheckpointError(RuntimeError):
@@ -96,18 +100,47 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, state: TrainState, record: dict) -> None:
-        """Saves `state` at its step with `record` (JSON: the run's config and fingerprint) and the state's digest."""
+        """Saves `state` at its step with `record` (JSON: the run's config and fingerprint) and the state's digest.
+
+        Raises:
+          CheckpointError: the disk or file system refused the write (full, read-only, ...); the unfinished step
+            is removed, the earlier ones stay whole.
+        """
         # orbax writes the host copy: given arrays replicated over several devices, it spends seconds on its first
         # save (and a fifth of a second on each later one) on per-device bookkeeping. Restore puts the arrays back
         # on the devices of the target, and the digest covers exactly the bytes written.
         host = jax.device_get(state)
         step = int(np.ravel(host.step)[0])  # an ensemble's members share their step
         record = {**record, "step": step, "digest": state_digest(host)}
-        with _quiet_orbax():
-            self._manager.save(
-                step, args=ocp.args.Composite(state=ocp.args.StandardSave(host), run=ocp.args.JsonSave(record))
-            )
-            self._manager.wait_until_finished()
+        # Checked first: orbax's writers, stopped by a full disk, leave threads that print tracebacks as they end.
+        need = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(host)) * 1.01 + _FILES_OVERHEAD_BYTES
+        if shutil.disk_usage(self.directory).free < need:
+            raise CheckpointError(self._unwritable(step, f"the disk is full (a checkpoint takes {need / 2**20:.1f} "
+                                                         "MiB): free space there or move the workdir"))
+        try:
+            with _quiet_orbax():
+                self._manager.save(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(host), run=ocp.args.JsonSave(record))
+                )
+                self._manager.wait_until_finished()
+        except Exception as error:
+            refused = disk.refusal(error)
+            if refused is None:
+                raise
+            multihost.on_primary(functools.partial(self._remove_unfinished, step))
+            raise CheckpointError(self._unwritable(step, disk.REMEDIES[refused])) from None
+
+    def _unwritable(self, step: int, why: str) -> str:
+        latest = self.latest_step()
+        then = f"the same command resumes from step {latest}" if latest is not None else \
+            "the same command starts the run again"
+        return f"cannot write checkpoint step {step} in {self.directory}: {why}. The checkpoints before it are " \
+               f"whole; then {then}"
+
+    def _remove_unfinished(self, step: int) -> None:
+        """Deletes what orbax wrote of a step it could not finish (its temporary folders), to give the room back."""
+        for path in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _restore_step(self, step: int, abstract) -> tuple[TrainState, dict]:
         """The state and record of one step; CheckpointError saying what is wrong with it."""

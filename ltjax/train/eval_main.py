@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 
+from ltjax import commands
 from ltjax.configs import files
 from ltjax.keys import ConfigError
 from ltjax.train import multihost
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--value", help="the correction's tau (la, tau_norm) or variant (iif); default 1.0 / raw")
     parser.add_argument("--select-on", choices=("validation",), help="choose the value on the validation split")
     parser.add_argument("--name", help="the output folder's name under <workdir>/eval (default from the options)")
+    commands.add_debug_flag(parser)
     multihost.add_flags(parser)
     return parser
 
@@ -62,44 +64,43 @@ def _value(correction: str, text: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`ltjax-eval` on `argv` (default: the command line); its exit code (`ltjax.commands`)."""
+    return commands.run("ltjax-eval", _evaluate, argv)
+
+
+def _evaluate(argv: list[str]) -> int:
     arguments, extra = _parser().parse_known_args(argv)
     from ltjax import metrics
     from ltjax.configs import schema
-    from ltjax.data.splits import ManifestError
     from ltjax.train import evaluate
-    from ltjax.train.checkpoint import CheckpointError
 
-    try:
-        multihost.initialize_from(arguments)
-        overrides = files.parse_overrides(extra)
-        if any(not key.startswith("dataset.") for key, _ in overrides):
-            raise ConfigError("ltjax-eval takes only --config.dataset.<key> overrides (the split to evaluate on); "
-                              "the model and method are the run's")
-        if arguments.posthoc == "none" and (arguments.value or arguments.select_on):
-            raise ConfigError("--value and --select-on choose a post-hoc correction's strength: add --posthoc")
-        run = evaluate.load_run(arguments.workdir, member=arguments.member, step=arguments.step)
-        data = run.data
-        if overrides:
-            eval_config, _ = schema.apply_overrides(run.config, overrides)
-            data = evaluate.load_data(eval_config)[0]
-        source = {"test": data.test, "validation": data.validation, "train": data.train}[arguments.split]
-        if source is None:
-            raise ConfigError(f"this run has no {arguments.split} split (set dataset.validation_per_class when "
-                              "training to hold one out)")
-        selection = None
-        if arguments.select_on:
-            value, tried = evaluate.select_on_validation(run, arguments.posthoc)
-            selection = {"selected_on": "validation", "value": value, "tried": tried}
-        elif arguments.posthoc != "none":
-            value = _value(arguments.posthoc, arguments.value)
-        else:
-            value = None
-        outputs = evaluate.split_outputs(run.trainer, run.state, source)
-        logits = evaluate.corrected_logits(run, outputs, arguments.posthoc, value)
-        report = evaluate.report_of(logits, outputs.labels, run.data.class_counts)
-    except (ConfigError, ManifestError, CheckpointError, FileNotFoundError) as error:
-        print(f"ltjax-eval: {multihost.label()}error: {error}", file=sys.stderr)
-        return 1
+    multihost.initialize_from(arguments)
+    overrides = files.parse_overrides(extra)
+    if any(not key.startswith("dataset.") for key, _ in overrides):
+        raise ConfigError("ltjax-eval takes only --config.dataset.<key> overrides (the split to evaluate on); "
+                          "the model and method are the run's")
+    if arguments.posthoc == "none" and (arguments.value or arguments.select_on):
+        raise ConfigError("--value and --select-on choose a post-hoc correction's strength: add --posthoc")
+    run = evaluate.load_run(arguments.workdir, member=arguments.member, step=arguments.step)
+    data = run.data
+    if overrides:
+        eval_config, _ = schema.apply_overrides(run.config, overrides)
+        data = evaluate.load_data(eval_config)[0]
+    source = {"test": data.test, "validation": data.validation, "train": data.train}[arguments.split]
+    if source is None:
+        raise ConfigError(f"this run has no {arguments.split} split (set dataset.validation_per_class when "
+                          "training to hold one out)")
+    selection = None
+    if arguments.select_on:
+        value, tried = evaluate.select_on_validation(run, arguments.posthoc)
+        selection = {"selected_on": "validation", "value": value, "tried": tried}
+    elif arguments.posthoc != "none":
+        value = _value(arguments.posthoc, arguments.value)
+    else:
+        value = None
+    outputs = evaluate.split_outputs(run.trainer, run.state, source)
+    logits = evaluate.corrected_logits(run, outputs, arguments.posthoc, value)
+    report = evaluate.report_of(logits, outputs.labels, run.data.class_counts)
     if not multihost.is_primary():
         return 0
     name = arguments.name or "-".join(
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(multihost.run_command(main))
+    sys.exit(main())

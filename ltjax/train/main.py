@@ -10,7 +10,8 @@
 Every key of the resolved config can be set with `--config.<key>=<value>`; an unknown key is an error that names the
 nearest valid one. The default workdir, `runs/<method>-<dataset>-if<IF>-seed<seed>-<config hash>`, differs for every
 config; running the same command again resumes from its newest good checkpoint. SIGTERM or SIGINT (Ctrl-C) stops
-the run at the next step with a checkpoint there and exit code 75; a second Ctrl-C stops at once.
+the run at the next step with a checkpoint there and exit code 75; a second Ctrl-C stops at once. An error the user
+can fix is one message and exit code 2 (`--debug` adds its traceback; `ltjax.commands` lists the exit codes).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import argparse
 import pathlib
 import sys
 
+from ltjax import commands
 from ltjax.configs import files, schema
 from ltjax.keys import ConfigError
 from ltjax.train import multihost
@@ -44,43 +46,32 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plan", action="store_true", help="print the resolved config and the plan, then exit")
     parser.add_argument("--extend", action="store_true",
                         help="continue --workdir's run into a longer --config.num_epochs (milestones follow it)")
+    commands.add_debug_flag(parser)
     multihost.add_flags(parser)
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The errors that describe a problem with the input, printed without a traceback."""
-    from ltjax.data.splits import ManifestError
-    from ltjax.train.checkpoint import CheckpointError
-    from ltjax.train.loop import NonFiniteError
-    from ltjax.train.workdir import WorkdirBusyError
-
-    return (ConfigError, ManifestError, CheckpointError, NonFiniteError, WorkdirBusyError, FileNotFoundError)
-
-
 def main(argv: list[str] | None = None) -> int:
-    arguments, extra = _parser().parse_known_args(argv)
-    try:
-        multihost.initialize_from(arguments)
-        written = files.load_config_file(arguments.config)
-        config, warnings = schema.apply_overrides(written, files.parse_overrides(extra))
-        for warning in warnings if multihost.is_primary() else ():
-            print(f"ltjax-train: warning: {warning}", file=sys.stderr)
-        if arguments.plan:
-            return _print_plan(config)
-        from ltjax.train.loop import train_and_evaluate
-        from ltjax.train.workdir import default_name
+    """`ltjax-train` on `argv` (default: the command line); its exit code (`ltjax.commands`)."""
+    return commands.run("ltjax-train", _train, argv)
 
-        if arguments.extend and not arguments.workdir:
-            raise ConfigError("--extend continues an existing run: name it with --workdir")
-        workdir = pathlib.Path(arguments.workdir or pathlib.Path("runs") / default_name(config))
-        report = train_and_evaluate(config, workdir, max_steps=arguments.max_steps, extend=arguments.extend)
-    except _user_errors() as error:
-        print(f"ltjax-train: {multihost.label()}error: {error}", file=sys.stderr)
-        return 1
-    except multihost.Interrupted as stop:
-        print(f"ltjax-train: {multihost.label()}{stop}", file=sys.stderr)
-        return multihost.EXIT_INTERRUPTED
+
+def _train(argv: list[str]) -> int:
+    arguments, extra = _parser().parse_known_args(argv)
+    multihost.initialize_from(arguments)
+    written = files.load_config_file(arguments.config)
+    config, warnings = schema.apply_overrides(written, files.parse_overrides(extra))
+    for warning in warnings if multihost.is_primary() else ():
+        print(f"ltjax-train: warning: {warning}", file=sys.stderr)
+    if arguments.plan:
+        return _print_plan(config)
+    from ltjax.train.loop import train_and_evaluate
+    from ltjax.train.workdir import default_name
+
+    if arguments.extend and not arguments.workdir:
+        raise ConfigError("--extend continues an existing run: name it with --workdir")
+    workdir = pathlib.Path(arguments.workdir or pathlib.Path("runs") / default_name(config))
+    report = train_and_evaluate(config, workdir, max_steps=arguments.max_steps, extend=arguments.extend)
     if not multihost.is_primary():
         return 0
     if report is None:
@@ -113,4 +104,4 @@ def _print_plan(config) -> int:
 
 
 def run() -> None:
-    sys.exit(multihost.run_command(main))
+    sys.exit(main())

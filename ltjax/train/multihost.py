@@ -153,7 +153,10 @@ def _described(error: Exception | None) -> dict | None:
     if error is None:
         return None
     kind = type(error)
-    return {"type": f"{kind.__module__}:{kind.__qualname__}", "message": str(error)}
+    described = {"type": f"{kind.__module__}:{kind.__qualname__}", "message": str(error)}
+    if isinstance(error, OSError) and error.errno is not None:  # what the disk refused, kept for its message
+        described["os_error"] = [error.errno, error.strerror, error.filename and str(error.filename)]
+    return described
 
 
 def _rebuilt(described: dict, prefix: str = "") -> Exception:
@@ -162,6 +165,9 @@ def _rebuilt(described: dict, prefix: str = "") -> Exception:
     message = prefix + described["message"]
     try:
         kind = functools.reduce(getattr, name.split("."), importlib.import_module(module))
+        if "os_error" in described:
+            code, strerror, filename = described["os_error"]
+            return kind(code, prefix + strerror, *([filename] if filename else []))
         error = kind(message)
     except Exception:  # a type this process cannot import or build from one message
         return RuntimeError(message)
