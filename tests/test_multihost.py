@@ -332,6 +332,22 @@ def test_a_busy_workdir_stops_every_process_with_process_0s_error(tmp_path):
             assert f"process {index} of 2: error: workdir {workdir} is in use by pid test" in run.output(index)
 
 
+def test_an_error_of_one_process_alone_ends_the_others_with_a_message_naming_it(tmp_path):
+    """Process 1 fails where process 0 does not (here its config file raises): it prints its error and leaves; process
+    0, waiting in a collective for it, learns of it and stops, instead of waiting on."""
+    config = tmp_path / "config.py"
+    config.write_text("import jax\nfrom ltjax.configs import digits\n\n\ndef get_config():\n"
+                      "    if jax.process_index() == 1:\n        raise RuntimeError('only here')\n"
+                      "    return digits.get_config()\n")
+    started = time.monotonic()
+    with Processes([sys.executable, "-m", "ltjax", f"--workdir={tmp_path / 'run'}", "--config", str(config),
+                    *CE_ARGS], tmp_path / "logs") as run:
+        assert run.wait(timeout=120) == [multihost.EXIT_PEER_LOST, EXIT_USER_ERROR]
+        assert "process 1 of 2 stopped (it ended with exit code 2)" in run.output(0)
+        assert "config.py, line 7 fails as it runs: RuntimeError: only here" in run.output(1)
+    assert time.monotonic() - started < 60
+
+
 def test_a_process_count_the_devices_cannot_serve_is_a_clear_error_on_every_process(tmp_path):
     with Processes([sys.executable, "-m", "ltjax", f"--workdir={tmp_path / 'run'}", *CE_ARGS,
                     "--config.parallel=pmap"], tmp_path / "logs") as run:

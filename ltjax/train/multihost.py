@@ -12,15 +12,16 @@ them, and each process feeds only its own devices. ltjax adds to that runtime on
 - `gather`: a globally sharded array as one NumPy array on every process; `broadcast`: process 0's values on all.
 - `Interruption`: SIGTERM or SIGINT to any process stops every process at the same step, where the run saves a
   checkpoint. Several processes agree on the step through JAX's preemption sync point.
-- `run_command`: a process that dies (or ends with an error the others do not share) stops the others within
-  `PEER_TIMEOUT_S` with a message naming it; JAX's own heartbeat takes 100 s and ends them with a C++ stack trace.
-  Each process beats in the runtime's key-value store once a second. Where process 0 dies, the runtime's service
-  dies with it, and JAX ends the others at once with its own message.
+- `run_command`: a process that dies stops the others within `PEER_TIMEOUT_S`, and one that ends with an error the
+  others do not share within `_GRACE_S`, each with a message naming it (JAX's own heartbeat takes 100 s and ends
+  them with a C++ stack trace). Each process beats in the runtime's key-value store once a second. Where process 0
+  dies, the runtime's service dies with it, and JAX ends the others at once with its own message.
 
 With one process every function here is a plain call: nothing is exchanged.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import json
@@ -29,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable, TypeVar
 
 import jax
@@ -265,45 +267,56 @@ def _runtime_client():
 
 class _PeerWatch:
     """A thread that beats in the runtime's key-value store, and ends this process once another one has died (no
-    beat for `PEER_TIMEOUT_S`) or ended with an error while this one still runs (after `_GRACE_S`: an error they
-    all share ends every process by itself). Once this process has ended with an error, it only bounds how long its
-    exit may wait for the others (`_EXIT_GRACE_S`)."""
+    beat for `PEER_TIMEOUT_S`) or ended with an error while this one runs on (after `_GRACE_S`: an error they all
+    share ends every process by itself first).
+
+    A process that ends with an error leaves without JAX's shutdown barrier, which waits for every process and so
+    would wait for the ones still in a collective: it tells the others (`ltjax/ended/<process>`), waits until each
+    has ended or died (at most `_EXIT_GRACE_S`; process 0, whose service the others use, last), and exits.
+    """
 
     def __init__(self, client, me: int, count: int):
         self.client, self.me, self.count = client, me, count
         now = time.monotonic()
         self.beats = {peer: (None, now) for peer in range(count) if peer != me}  # last beat seen, and when
+        self.ends: dict[int, str | None] = {peer: None for peer in self.beats}
         self.errors_seen: dict[int, float] = {}
-        self.ended: tuple[int, float] | None = None  # this process's exit code, and when
+        self.ended = False
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True, name="ltjax-peer-watch")
 
     def run(self) -> None:
         beat = 0
-        while True:
+        while not self.stopped.is_set():
             beat += 1
             try:
                 self.client.key_value_set(f"ltjax/heartbeat/{self.me}", str(beat), allow_overwrite=True)
-                beats = {peer: _try_get(self.client, f"ltjax/heartbeat/{peer}") for peer in self.beats}
-                ends = {peer: _try_get(self.client, f"ltjax/ended/{peer}") for peer in self.beats}
+                self.poll()
             except Exception:  # the store is process 0's: it is gone
-                if self.ended is None:
+                if not self.ended:
                     self.stop(0, "the coordinator's connection closed")
                 return
-            self.check(time.monotonic(), beats, ends)
-            time.sleep(_HEARTBEAT_S)
+            if not self.ended:
+                self.check(time.monotonic())
+            self.stopped.wait(_HEARTBEAT_S)
 
-    def check(self, now: float, beats: dict, ends: dict) -> None:
-        if self.ended is not None:
-            code, since = self.ended
-            if code != 0 and now - since > _EXIT_GRACE_S:
-                _flush()
-                os._exit(code)
-            return
-        for peer, (last, since) in self.beats.items():
-            if beats[peer] != last:
-                self.beats[peer] = (beats[peer], now)
-            if ends[peer] is not None:
-                if int(ends[peer]) != 0 and now - self.errors_seen.setdefault(peer, now) > _GRACE_S:
-                    self.stop(peer, f"it ended with exit code {ends[peer]}")
+    def poll(self) -> None:
+        """Reads every other process's beat and end."""
+        now = time.monotonic()
+        for peer, (last, _) in self.beats.items():
+            beat = _try_get(self.client, f"ltjax/heartbeat/{peer}")
+            if beat != last:
+                self.beats[peer] = (beat, now)
+            self.ends[peer] = _try_get(self.client, f"ltjax/ended/{peer}")
+
+    def gone(self, peer: int, now: float) -> bool:
+        return self.ends[peer] is not None or now - self.beats[peer][1] > PEER_TIMEOUT_S
+
+    def check(self, now: float) -> None:
+        for peer, (_, since) in self.beats.items():
+            if self.ends[peer] is not None:
+                if int(self.ends[peer]) != 0 and now - self.errors_seen.setdefault(peer, now) > _GRACE_S:
+                    self.stop(peer, f"it ended with exit code {self.ends[peer]}")
             elif now - since > PEER_TIMEOUT_S:
                 self.stop(peer, f"no heartbeat for {PEER_TIMEOUT_S:.0f} s: it was killed, crashed or lost its host")
 
@@ -311,15 +324,39 @@ class _PeerWatch:
         print(f"ltjax: process {peer} of {self.count} stopped ({why}); see its own output. Stopping process "
               f"{self.me} too. The checkpoints on disk are whole: run the same command on every process to resume "
               "from the newest.", file=sys.stderr, flush=True)
-        _flush()
-        os._exit(EXIT_PEER_LOST)
+        self.leave(EXIT_PEER_LOST)
 
-    def end(self, code: int) -> None:
-        self.ended = (code, time.monotonic())
+    def leave(self, code: int) -> None:
+        """Ends this process with `code` (see the class docstring); never returns."""
+        self.ended = True
         try:
             self.client.key_value_set(f"ltjax/ended/{self.me}", str(code), allow_overwrite=True)
-        except Exception:  # the store is gone with process 0; the others learn it from the runtime
+            deadline = time.monotonic() + _EXIT_GRACE_S
+            self.poll()
+            while time.monotonic() < deadline and not all(self.gone(peer, time.monotonic()) for peer in self.beats):
+                time.sleep(_HEARTBEAT_S / 5)
+                self.poll()
+            if self.me == 0:
+                time.sleep(_HEARTBEAT_S / 2)  # the others may still be reading the store it serves
+        except Exception:  # the store is gone with process 0: nobody is left to wait for
             pass
+        _flush()
+        os._exit(code)
+
+    def finish(self) -> None:
+        """This process ended well: stops beating (once it says so, the others stop watching it) and the thread
+        (which must not be inside a call of the runtime when the interpreter ends)."""
+        self.ended = True
+        try:
+            self.client.key_value_set(f"ltjax/ended/{self.me}", "0", allow_overwrite=True)
+        except Exception:  # the store is gone with process 0; JAX's shutdown says the rest
+            pass
+        self.quit()
+
+    def quit(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=5 * _HEARTBEAT_S)
 
     def wait_for_beats(self) -> None:
         """Returns once every other process has beaten again; where one has died, `run` ends this process first."""
@@ -339,7 +376,9 @@ def _watch_peers() -> None:
     if client is None or jax.process_count() == 1:
         return
     _watch = _PeerWatch(client, jax.process_index(), jax.process_count())
-    threading.Thread(target=_watch.run, daemon=True, name="ltjax-peer-watch").start()
+    _watch.thread.start()
+    # Without `run_command` (a script of the user's), the thread still stops before the interpreter ends.
+    atexit.register(_watch.quit)
 
 
 def _try_get(client, key: str) -> str | None:
@@ -360,21 +399,26 @@ def _flush() -> None:
 
 
 def run_command(main: Callable[[], int]) -> int:
-    """A command's `main()`, its exit code told to the run's other processes (see `_PeerWatch`).
+    """A command's `main()`, its end told to the run's other processes (see `_PeerWatch`).
 
-    An error that escapes `main` in a run across processes is first held until every other process has beaten
-    again: a collective that failed because another process died ends this process with a message naming that
-    process instead of a traceback.
+    Across processes, an error that escapes `main` is first held until every other process has beaten again: a
+    collective that failed because another process died ends this process with a message naming that process;
+    otherwise its traceback is printed, and the process leaves with exit code 1 as Python would. Any exit code but
+    0 leaves the same way.
     """
     try:
         code = main()
     except BaseException:
-        if _watch is not None:
-            _watch.wait_for_beats()
-            _watch.end(1)
-        raise
+        if _watch is None:
+            raise
+        _watch.wait_for_beats()
+        traceback.print_exc()
+        _watch.leave(1)
     if _watch is not None:
-        _watch.end(code)
+        if code == 0:
+            _watch.finish()
+        else:
+            _watch.leave(code)
     return code
 
 
