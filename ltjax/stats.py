@@ -54,7 +54,8 @@ class ClassStats:
         if not np.issubdtype(counts.dtype, np.number):
             raise ValueError(f"class_counts must be numeric, got dtype {counts.dtype}")
         check_counts(counts)
-        return class_stats(jnp.asarray(counts), num_groups=num_groups, group_ends=group_ends)
+        # Straight from NumPy to float32: `jnp.asarray` would first narrow int64 counts of 2^31 or more to int32.
+        return class_stats(counts.astype(np.float32), num_groups=num_groups, group_ends=group_ends)
 
 
 def shot_masks(class_counts: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

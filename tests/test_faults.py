@@ -24,6 +24,11 @@
 | a full disk at a checkpoint                        | 139-line orbax traceback                 | one line: the step, the folder, what to do; the rerun resumes |
 | a read-only workdir                                | PermissionError / OSError traceback      | one line naming the folder, exit 2  |
 | a disk that fills while the image cache is built   | SIGBUS, exit 135, no message             | room reserved up front; a full disk one message, nothing half-written left |
+| cRT / LWS from a first stage stopped early or diverged | exit 0, a 10% / 90% report           | ConfigError unless loss.init_step names the step; the plan shows the start; non-finite values refused |
+| two learning-rate decays on one epoch (a short run) | the later decay silently lost           | ConfigError naming both, and the run length that separates them |
+| class counts of 2^31 or more, or 1e40              | wrapped to negative / a NaN prior        | exact up to 2^53, an error beyond   |
+| a byte-order mark in a split file                  | part of the first path                   | read past                           |
+| IIF rel / normit / gombit at C = 1                 | NaN                                      | ValueError naming C                 |
 """
 import json
 import pathlib
@@ -47,6 +52,7 @@ from ltjax.train import multihost
 from ltjax.train.build import DataSpec, build
 from ltjax.train.checkpoint import Checkpointer, CheckpointError, state_digest
 from ltjax.train.loop import NonFiniteError, train_and_evaluate
+from ltjax.train.optim import learning_rate_schedule
 from ltjax.train.workdir import Workdir, WorkdirBusyError, default_name
 
 from runs import DATASET_MODEL, SMOKE_ARGS, digits_config, workdir_locked_elsewhere
@@ -368,6 +374,8 @@ BAD_CONFIG_FILES = {
     "syntax.py": ("import ml_collections\n\ndef get_config(:\n    pass\n", "syntax.py, line 3 fails as it runs: "
                   "SyntaxError"),
     "name.py": ("x = 1\ny = undefined_name\n", "name.py, line 2 fails as it runs: NameError"),
+    "raises.py": ("def get_config():\n    raise RuntimeError('no such recipe')\n",
+                  "raises.py, line 2 fails as it runs: RuntimeError: no such recipe"),
 }
 
 
@@ -539,3 +547,81 @@ def test_a_disk_that_fills_during_the_cache_build_is_no_crash_and_leaves_nothing
     message, files = result.stdout.strip().splitlines()
     assert message.startswith(f"the image cache needs 1 MiB in {folder} and has 0 MiB free: free some space"), message
     assert files == "['filled.npy', 'filled.npy.json', 'filler']"
+
+
+# --- nothing silently wrong, round 3 -------------------------------------------------------------------------------
+
+def _second_stage(first: pathlib.Path, *overrides: tuple[str, str]):
+    return digits_config(("loss.name", "crt"), ("loss.init_from", str(first)), ("dataset.sampler", "class_balanced"),
+                         ("num_epochs", "1"), *overrides)
+
+
+def test_a_second_stage_needs_a_finished_first_stage_or_a_step_named_on_purpose(tmp_path, capsys):
+    stopped = tmp_path / "stopped"
+    assert train_and_evaluate(digits_config(("num_epochs", "2")), stopped, max_steps=10, say=quiet) is None
+    with pytest.raises(ConfigError, match=r"has not finished \(its newest checkpoint is step 10: it was stopped.*"
+                                          r"--config\.loss\.init_step=<step> \(its newest: 10\)"):
+        train_and_evaluate(_second_stage(stopped), tmp_path / "crt", say=quiet)
+    said = []
+    assert train_and_evaluate(_second_stage(stopped, ("loss.init_step", "7")), tmp_path / "crt-7", say=said.append)
+    assert f"start    from {stopped}, step 7" in said[0]
+    assert any(f"starting from the first stage in {stopped} (step 7)" in line for line in said)
+
+
+def test_a_second_stage_refuses_a_diverged_first_stage_and_values_that_are_not_finite(tmp_path):
+    diverged = tmp_path / "diverged"
+    with pytest.raises(NonFiniteError):
+        train_and_evaluate(digits_config(*DIVERGING), diverged, say=quiet)
+    with pytest.raises(ConfigError, match="has not finished"):
+        train_and_evaluate(_second_stage(diverged), tmp_path / "crt", say=quiet)
+    # A checkpoint that holds NaN, saved and digested as any other (an ensemble keeps a diverged member's values).
+    state = _restore_latest(digits_config(*DIVERGING), diverged)
+    poisoned = state.replace(step=state.step + 1, params=jax.tree.map(lambda leaf: leaf * np.nan, state.params))
+    checkpointer = Checkpointer(diverged / "checkpoints", max_to_keep=5)
+    checkpointer.save(poisoned, {"fingerprint": schema.fingerprint(digits_config(*DIVERGING))})
+    checkpointer.close()
+    with pytest.raises(ConfigError, match=r"at step 15 holds values that are not finite \(in \['params'\]"):
+        train_and_evaluate(_second_stage(diverged, ("loss.init_step", "15")), tmp_path / "crt-15", say=quiet)
+
+
+def test_decays_that_fall_on_one_epoch_are_an_error_naming_them():
+    with pytest.raises(ConfigError, match=r"optimizer\.lr_decay\[0\] = \(0\.8, 0\.1\) and optimizer\.lr_decay\[1\] = "
+                                          r"\(0\.9, 0\.01\) both start at epoch 2 of this 3-epoch run.*train at least "
+                                          r"6 epochs"):
+        digits_config(("num_epochs", "3"), ("optimizer.lr_decay", "((0.8, 0.1), (0.9, 0.01))"))
+    schedule = learning_rate_schedule(digits_config(("num_epochs", "6"), ("optimizer.warmup", "0"), (
+        "optimizer.lr_decay", "((0.8, 0.1), (0.9, 0.01))")).optimizer, 6)
+    assert [round(schedule(epoch), 6) for epoch in range(6)] == [0.1, 0.1, 0.1, 0.1, 0.01, 0.001]
+
+
+def test_counts_are_exact_up_to_2_to_the_53_and_an_error_beyond():
+    from ltjax import losses
+    from ltjax.stats import ClassStats
+
+    stats = ClassStats.from_counts(np.array([2**31, 5]))  # an int64 vector: JAX would narrow it to int32
+    np.testing.assert_allclose(stats.prior, [1.0, 5 / 2**31], rtol=1e-6)
+    weights = losses.class_balanced_weights(np.array([2**31, 5]))
+    assert np.all(np.asarray(weights) > 0) and weights[0] < weights[1]
+    for counts in ([1e40, 1], [2**53 + 2, 1]):
+        with pytest.raises(ValueError, match=r"at most 2\^53"):
+            ClassStats.from_counts(np.array(counts))
+    with pytest.raises(Exception, match=r"at most 2\^53"):
+        jax.block_until_ready(jax.jit(losses.class_balanced_weights)(jax.numpy.array([1e30, 1.0])))
+
+
+def test_a_byte_order_mark_in_a_split_file_is_read_past(tmp_path):
+    from ltjax.data.split_files import read_split_file
+
+    path = tmp_path / "split.txt"
+    path.write_bytes(b"\xef\xbb\xbftrain/a/1.jpg 0\r\ntrain/b/2.jpg 1\r\n\r\n")
+    paths, labels = read_split_file(path)
+    assert paths == ("train/a/1.jpg", "train/b/2.jpg") and labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("variant", ["rel", "normit", "gombit"])
+def test_iif_variants_that_need_two_classes_say_so_at_one(variant):
+    from ltjax import losses
+
+    with pytest.raises(ValueError, match=rf"IIF variant '{variant}' needs at least 2 classes, got C = 1"):
+        losses.iif_weights(np.array([7]), variant=variant)
+    assert np.all(np.isfinite(losses.iif_weights(np.array([7, 3]), variant=variant)))

@@ -132,7 +132,8 @@ def test_every_key_of_every_method_overrides_from_the_command_line():
     for name, method in methods.METHODS.items():
         for key, spec in method.keys.items():
             text = _changed_value(key, spec)
-            stage = (("dataset.sampler", "class_balanced"),) if method.second_stage else ()
+            stage = ((("dataset.sampler", "class_balanced"),) + ((("loss.init_from", "first-stage"),)
+                     if key != "init_from" else ())) if method.second_stage else ()
             config = _config(name, (f"loss.{key}", text), *stage)
             value = config.loss[key]
             expected = schema.parse_value(text, spec.default, key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import traceback
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import ml_collections
 
@@ -12,6 +12,7 @@ from ltjax.keys import ConfigError
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "digits.py"
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def load_config_file(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -24,7 +25,8 @@ def load_config_file(spec: str | pathlib.Path) -> ml_collections.ConfigDict:
     module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} defines no get_config()")
-    return module.get_config(argument) if argument else module.get_config()
+    return run_user_code(pathlib.Path(module.__file__), lambda: module.get_config(argument) if argument
+                         else module.get_config())
 
 
 def load_module(path: str | pathlib.Path):
@@ -43,9 +45,22 @@ def load_module(path: str | pathlib.Path):
         raise ConfigError(f"{path} is not a Python file: a config (or table spec) is a .py file that defines "
                           "get_config() (get_table()), e.g. experiments/configs/ce.py")
     module = importlib.util.module_from_spec(module_spec)
+    run_user_code(path, lambda: module_spec.loader.exec_module(module))
+    return module
+
+
+def run_user_code(path: pathlib.Path, fn: Callable[[], T]) -> T:
+    """`fn()`, which runs code of the user's file `path` (a config or table spec); its error is a ConfigError naming
+    the file and the line, as the user's to fix.
+
+    Raises:
+      ConfigError: `fn` raised (the original error is its cause; `--debug` shows its traceback).
+    """
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as error:  # the file's own code: its error is the user's to fix, named with its line
+        return fn()
+    except ConfigError:
+        raise
+    except Exception as error:
         if isinstance(error, SyntaxError):
             line, text = error.lineno, error.msg
         else:
@@ -54,7 +69,6 @@ def load_module(path: str | pathlib.Path):
         where = f"{path}, line {line}" if line else str(path)
         raise ConfigError(f"{where} fails as it runs: {type(error).__name__}: {text} (--debug shows the "
                           "traceback)") from error
-    return module
 
 
 def parse_overrides(arguments: Sequence[str]) -> list[tuple[str, str]]:

@@ -105,17 +105,35 @@ def _registry_names(section: str) -> tuple[str, ...]:
 
 
 def _check_schedule(config: ml_collections.ConfigDict) -> None:
-    if config.num_epochs < 1:
-        raise ConfigError(f"config.num_epochs must be >= 1, got {config.num_epochs}")
+    """Every learning-rate decay applies: each falls within the run, on an epoch of its own (in a short run, 0.8 and
+    0.9 of it can fall on one epoch, where the later multiplier would replace the earlier)."""
+    epochs = {}
     for index, pair in enumerate(config.optimizer.lr_decay):
         if len(pair) != 2:
             raise ConfigError(f"optimizer.lr_decay entries are (epoch, multiplier) pairs, got {pair!r}")
         key = f"optimizer.lr_decay[{index}]"
-        if epoch_of(pair[0], config.num_epochs, key=key) >= config.num_epochs:
+        epoch = epoch_of(pair[0], config.num_epochs, key=key)
+        if epoch >= config.num_epochs:
             raise ConfigError(
                 f"{key} = {tuple(pair)!r} starts at epoch {pair[0]:g}, after the {config.num_epochs}-epoch run ends; "
                 f"write it as a fraction of the run (e.g. {min(pair[0] / 200, 0.9):.3g}) or drop it"
             )
+        if epoch in epochs:
+            other, other_pair = epochs[epoch]
+            longer = _epochs_to_separate(config.optimizer.lr_decay, config.num_epochs)
+            raise ConfigError(
+                f"{other} = {tuple(other_pair)!r} and {key} = {tuple(pair)!r} both start at epoch {epoch} of this "
+                f"{config.num_epochs}-epoch run, so one of the two decays would never apply: "
+                + (f"train at least {longer} epochs, or keep one decay" if longer else "keep one decay")
+            )
+        epochs[epoch] = (key, pair)
+
+
+def _epochs_to_separate(lr_decay, num_epochs: int) -> int | None:
+    """The shortest run from `num_epochs` on in which every decay starts on an epoch of its own (None: none does,
+    as two decays name one absolute epoch)."""
+    return next((length for length in range(num_epochs, 100 * num_epochs + 100)
+                 if len({epoch_of(when, length, key="") for when, _ in lr_decay}) == len(lr_decay)), None)
 
 
 def parse_value(text: str, current: Any, where: str) -> Any:

@@ -83,7 +83,7 @@ def _read_list(
     )
     paths: list[pathlib.Path] = []
     labels: list[int] = []
-    for line_number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(list_path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         # The README writes the format as "file_name, char_class"; the released lists separate by a space.

@@ -70,7 +70,7 @@ def read_split_file(path: str | os.PathLike) -> tuple[tuple[str, ...], np.ndarra
     """Parses a `<relative path> <label>` list.
 
     Args:
-      path: the split file (UTF-8). Blank lines may only close the file.
+      path: the split file (UTF-8; a byte-order mark, CRLF line ends and blank lines closing the file are read past).
 
     Returns:
       `(relative_paths, labels)`: the paths as written, and int32 `[N]` labels, in file order.
@@ -83,7 +83,7 @@ def read_split_file(path: str | os.PathLike) -> tuple[tuple[str, ...], np.ndarra
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     relative_paths: list[str] = []

@@ -45,7 +45,7 @@ def _read_wnids(root: pathlib.Path) -> tuple[str, ...]:
             f"Tiny ImageNet class list {wnids_path} is missing; `root` must be the unpacked tiny-imagenet-200 folder "
             f"(from {DOWNLOAD_URL})"
         )
-    wnids = wnids_path.read_text().split()
+    wnids = wnids_path.read_text(encoding="utf-8-sig").split()
     if len(wnids) != NUM_CLASSES or len(set(wnids)) != NUM_CLASSES:
         raise ValueError(
             f"{wnids_path} lists {len(wnids)} wnids ({len(set(wnids))} distinct), Tiny ImageNet has {NUM_CLASSES}; "
@@ -109,7 +109,7 @@ def _test_image_paths(root: pathlib.Path, wnids: Sequence[str]) -> tuple[list[pa
     class_of_wnid = {wnid: index for index, wnid in enumerate(wnids)}
     paths: list[pathlib.Path] = []
     labels: list[int] = []
-    for line_number, line in enumerate(annotations_path.read_text().splitlines(), start=1):
+    for line_number, line in enumerate(annotations_path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -45,6 +45,11 @@ def check_same_batch_shape(values: jax.Array, labels: jax.Array, name: str) -> N
         raise ValueError(f"{name} must have the labels' shape {labels.shape}, got {jnp.shape(values)}")
 
 
+# Counts are whole numbers that floating point holds exactly up to 2^53; beyond, they would round (and float32
+# overflows near 3.4e38, which turns the prior into NaN).
+MAX_COUNT = 2**53
+
+
 def _raise_if_invalid_counts(counts, *, name: str) -> None:
     counts = np.asarray(counts)
     valid = np.isfinite(counts) & (counts > 0)
@@ -55,10 +60,16 @@ def _raise_if_invalid_counts(counts, *, name: str) -> None:
             f"have {counts[bad[:10]].tolist()}. Drop classes with no training examples, or give them a count "
             "of at least 1, before computing per-class statistics"
         )
+    if np.any(counts > MAX_COUNT):
+        big = np.flatnonzero(counts > MAX_COUNT).tolist()
+        raise ValueError(
+            f"{name} must be at most 2^53 = {MAX_COUNT:,} (the largest count a float holds exactly); classes "
+            f"{big[:10]}{'...' if len(big) > 10 else ''} have {counts[big[:10]].tolist()}"
+        )
 
 
 def check_counts(class_counts: jax.Array, name: str = "class_counts") -> None:
-    """Checks a count vector's shape, and its values: every class needs a finite count >= 1 example.
+    """Checks a count vector's shape, and its values: every class needs a finite count >= 1 example, at most 2^53.
 
     Concrete counts (the usual case: constants of the step) are checked here, at trace time. Traced counts (passed
     into `jit`, closed over by a jitted function, or swept under `vmap`) are checked when the computation runs: on
@@ -68,7 +79,7 @@ def check_counts(class_counts: jax.Array, name: str = "class_counts") -> None:
     if jnp.ndim(class_counts) != 1 or jnp.shape(class_counts)[0] < 1:
         raise ValueError(f"{name} must be a non-empty 1-D vector [C], got shape {jnp.shape(class_counts)}")
     if isinstance(class_counts, jax.core.Tracer):
-        valid = jnp.all(jnp.isfinite(class_counts) & (class_counts > 0))
+        valid = jnp.all(jnp.isfinite(class_counts) & (class_counts > 0) & (class_counts <= float(MAX_COUNT)))
         report = functools.partial(_raise_if_invalid_counts, name=name)
         jax.lax.cond(valid, lambda counts: None, lambda counts: jax.debug.callback(report, counts), class_counts)
         return

@@ -26,7 +26,7 @@ from ltjax.losses._checks import check_logits_and_labels
 
 def compute_dtype(x) -> jnp.dtype:
     """`promote(float32, dtype of x)`: float32 for bf16, f16, float32 and integer inputs, float64 for float64."""
-    dtype = jnp.asarray(x).dtype
+    dtype = x.dtype if isinstance(x, (jax.Array, np.ndarray, np.generic)) else jnp.asarray(x).dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         return jnp.dtype(jnp.float32)
     return jnp.promote_types(jnp.float32, dtype)
@@ -34,6 +34,10 @@ def compute_dtype(x) -> jnp.dtype:
 
 def as_compute(x) -> jax.Array:
     """`x` in its compute dtype (`compute_dtype`)."""
+    if isinstance(x, (np.ndarray, np.generic)) and not np.issubdtype(x.dtype, np.floating):
+        # NumPy integers go to float32 directly: without x64, JAX would first narrow int64 to int32, and counts of
+        # 2^31 or more would wrap to negative.
+        return jnp.asarray(np.asarray(x, np.float32))
     x = jnp.asarray(x)
     return x.astype(compute_dtype(x))
 

@@ -182,9 +182,17 @@ def iif_weights(class_counts: jax.Array, *, variant: str = "raw", norm_order: fl
 
     Returns:
       `[C]` vector. `rel` and `normit` are positive only while every class holds under half the data.
+
+    Raises:
+      ValueError: C = 1 for `rel`, `normit`, `gombit` (infinite), or `raw`, `base2`, `base10` normalised (0 / 0).
     """
     check_choice(variant, IIF_VARIANTS, "variant")
     counts = _counts(class_counts)
+    if counts.shape[-1] == 1 and (variant in ("rel", "normit", "gombit") or
+                                  norm_order > 0 and variant in ("raw", "base2", "base10")):
+        # One class holds all the data: these vectors are infinite there, or zero and then normalised.
+        raise ValueError(f"IIF variant {variant!r}{' with norm_order > 0' if norm_order > 0 else ''} needs at least 2 "
+                         "classes, got C = 1: with a single class it is not finite")
     total = jnp.sum(counts, axis=-1, keepdims=True)
     fraction = counts / total
     if variant == "raw":

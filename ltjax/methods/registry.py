@@ -283,14 +283,19 @@ DYSWRM = Method(
 
 # --- second stages: decoupled classifier training from a first-stage run (Kang et al., ICLR 2020) ---------------
 
-_INIT_FROM = Key("", "workdir of the first-stage run to start from (an ensemble member: <workdir>/members/<k>)")
+_FIRST_STAGE = {
+    "init_from": Key("", "workdir of the first-stage run to start from (an ensemble member: <workdir>/members/<k>); "
+                         "it must have finished"),
+    "init_step": Key(0, "start from this checkpoint step of init_from on purpose (0: its last, once it finished)",
+                     minimum=0),
+}
 _CLASS_BALANCED = {"dataset.sampler": "class_balanced"}
 
 CLASSIFIER_RETRAINING = Method(
     name="crt",
     summary="classifier re-training (cRT, Kang et al., ICLR 2020): a first stage's backbone, frozen; its classifier "
             "re-initialised and trained with CE on class-balanced batches",
-    keys={"init_from": _INIT_FROM},
+    keys=_FIRST_STAGE,
     phases=(Phase("cRT", cross_entropy),),
     second_stage=SecondStage(trains=("model/head",), fresh=("model/head",), requires=_CLASS_BALANCED),
     notes="As the reference, the frozen backbone's BatchNorm runs in training mode, so its statistics follow the "
@@ -301,7 +306,7 @@ LEARNABLE_WEIGHT_SCALING = Method(
     name="lws",
     summary="learnable weight scaling (LWS, Kang et al., ICLR 2020): a first stage's backbone and linear classifier, "
             "frozen; a scale per class trained with CE on class-balanced batches",
-    keys={"init_from": _INIT_FROM},
+    keys=_FIRST_STAGE,
     phases=(Phase("LWS", cross_entropy),),
     head="scaled_linear",
     second_stage=SecondStage(trains=("model/head/scales",), fresh=("model/head/scales",), requires=_CLASS_BALANCED),

@@ -6,6 +6,7 @@ A table spec is a Python file in `experiments/tables/` whose `get_table()` retur
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any, Mapping
 
 import ml_collections
@@ -101,4 +102,4 @@ def load_table(path: str) -> Table:
     module = files.load_module(path)
     if not hasattr(module, "get_table"):
         raise ConfigError(f"table spec {path} defines no get_table()")
-    return module.get_table()
+    return files.run_user_code(pathlib.Path(module.__file__), module.get_table)

@@ -319,7 +319,9 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
         "members": [
             {"method": objective.method.name, "seed": member.seed, "summary": objective.method.summary,
              "phases": objective.plan(config.num_epochs), "notes": objective.method.notes,
-             "keys": {key: value for key, value in member.loss.items() if key != "name"}}
+             "keys": {key: value for key, value in member.loss.items() if key != "name"},
+             **({"starts_from": {"workdir": member.loss.init_from, "step": member.loss.init_step or "its last, once "
+                                 "finished"}} if objective.method.second_stage else {})}
             for member, objective in zip(configs, objectives)
         ],
         "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
@@ -356,6 +358,11 @@ def format_plan(plan: dict) -> str:
     if len(plan["members"]) > 1:
         lines.append(f"members  {len(plan['members'])}: " + ", ".join(
             f"{m['method']} seed {m['seed']}" for m in plan["members"]))
+    for index, member in enumerate(plan["members"]):
+        if "starts_from" in member:
+            start = member["starts_from"]
+            who = f"member {index} " if len(plan["members"]) > 1 else ""
+            lines.append(f"start    {who}from {start['workdir']}, step {start['step']}")
     rate = plan["learning_rate"]
     decay = ", ".join(f"x{d['multiplier']:g} from epoch {d['from_epoch']}" for d in rate["decay"]) or "none"
     lines += [

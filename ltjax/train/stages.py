@@ -1,7 +1,12 @@
 """Second stages start from a first stage's trained model: its backbone, BatchNorm statistics and (unless `fresh`)
-its classifier, read from the newest good checkpoint of the workdir the method's `init_from` key names."""
+its classifier, read from the workdir the method's `init_from` key names.
+
+That run must have finished (its report written) and is read at its last checkpoint; a run that was stopped early
+or diverged is an error, unless `init_step` names the step to start from on purpose. Whichever step, every value
+loaded must be finite."""
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Callable
 
@@ -36,6 +41,29 @@ def _check_compatible(first: TrainedRun, config, init_from: str) -> None:
         if mine != theirs:
             raise ConfigError(f"loss.init_from={init_from} trained another {what} ({theirs}) than this stage's "
                               f"({mine}); a second stage continues its first stage's model on its data")
+
+
+def _check_finished(first: TrainedRun, init_from: str) -> None:
+    if (first.folder / "report.json").is_file():
+        return
+    diverged = first.folder / "diverged.json"
+    why = (f"it diverged at step {json.loads(diverged.read_text())['global_step']}" if diverged.is_file() else
+           f"its newest checkpoint is step {first.step}: it was stopped (max_steps, a signal) or diverged before "
+           "the end")
+    raise ConfigError(
+        f"loss.init_from={init_from} has not finished ({why}), so a second stage from it would start from a model "
+        f"that is not the first stage's result: finish it (run its command again), or start from one of its "
+        f"checkpoints on purpose with --config.loss.init_step=<step> (its newest: {first.step})")
+
+
+def _check_finite(first: TrainedRun, init_from: str) -> None:
+    bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(
+        {"params": first.state.params["model"], "batch_stats": first.state.batch_stats})
+        if not np.all(np.isfinite(leaf))]
+    if bad:
+        raise ConfigError(f"loss.init_from={init_from} at step {first.step} holds values that are not finite (in "
+                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): start from an earlier step "
+                          "(--config.loss.init_step) or from another run")
 
 
 def _merged(own: dict, loaded: dict, fresh: tuple[str, ...], init_from: str) -> dict:
@@ -74,8 +102,12 @@ def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable
             continue
         fresh = trainer.method_of(member).second_stage.fresh
         workdir, source_member = _source(init_from)
-        first = load_run(workdir, member=source_member, say=say)
+        init_step = config.loss.get("init_step", 0)
+        first = load_run(workdir, member=source_member, say=say, step=init_step or None)
+        if not init_step:
+            _check_finished(first, init_from)
         _check_compatible(first, config, init_from)
+        _check_finite(first, init_from)
         own = state if member is None else jax.tree.map(lambda leaf, m=member: leaf[m], state)
         params = {**own.params, "model": _merged(jax.device_get(own.params["model"]),
                                                  jax.device_get(first.state.params["model"]), fresh, init_from)}
