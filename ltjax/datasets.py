@@ -111,6 +111,8 @@ def _common_keys(imbalance_factor: float, *, data_dir_help: str | None = None) -
         "seed": Key(0, "seed of the long-tailed draw (the reference repositories' rand_number)", minimum=0,
                     maximum=SEED_MAX),
         "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
+        "drop_remainder": Key(False, "drop each epoch's last partial batch (the reference scripts train on it: kept, "
+                                     "padded to the batch and masked)"),
     }
     if data_dir_help:
         keys["data_dir"] = Key("", data_dir_help)

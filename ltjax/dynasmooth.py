@@ -54,6 +54,7 @@ def accumulate(
     probs_of_true_class: jax.Array,
     labels: jax.Array,
     *,
+    valid: jax.Array | None = None,
     axis_name: str | None = None,
 ) -> DynaSmoothState:
     """Adds a training batch's true-class probabilities to the running group sums (call inside the train step).
@@ -63,6 +64,7 @@ def accumulate(
       probs_of_true_class: `[...]` softmax probability of each example's label (clipped to [1e-6, 1 - 1e-6] here,
         as the reference clips; no gradient flows).
       labels: `[...]` integer labels; examples with labels outside [0, C) are not counted.
+      valid: `[...]` bool, the examples to count (None: all); the padding of a batch is not.
       axis_name: in a data-parallel step, the device axis to `psum` the batch's sums over, so every replica
         keeps the same state.
 
@@ -71,7 +73,8 @@ def accumulate(
     """
     probs = jnp.clip(jax.lax.stop_gradient(probs_of_true_class), PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
     num_classes = state.group_of_class.shape[0]
-    valid = ((labels >= 0) & (labels < num_classes)).astype(jnp.float32)
+    in_range = (labels >= 0) & (labels < num_classes)
+    valid = (in_range if valid is None else in_range & valid).astype(jnp.float32)
     groups = state.group_of_class[jnp.clip(labels, 0, num_classes - 1)].reshape(-1)
     sums = jax.ops.segment_sum((probs * valid).reshape(-1), groups, num_segments=state.num_groups)
     counts = jax.ops.segment_sum(valid.reshape(-1), groups, num_segments=state.num_groups)

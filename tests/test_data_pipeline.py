@@ -1,5 +1,5 @@
-"""Input pipeline: epoch coverage, drop-remainder, host-local batch shapes, resumption, multi-host shares, eval
-padding, files named when their shapes disagree, process workers."""
+"""Input pipeline: epoch coverage, the padded last batch (or its drop), host-local batch shapes, resumption,
+multi-host shares, eval padding, files named when their shapes disagree, process workers."""
 import numpy as np
 import pytest
 
@@ -20,8 +20,21 @@ def source() -> ArraySource:
     return ArraySource(images, labels, NUM_CLASSES, tuple(f"class{c}" for c in range(NUM_CLASSES)))
 
 
-def test_instance_uniform_epoch_covers_each_index_once_and_drops_the_remainder(source):
+def test_the_last_partial_batch_is_padded_and_masked_as_the_reference_keeps_it(source):
+    """100 examples in batches of 16: 7 steps, as PyTorch's DataLoader gives, the last with 4 real examples."""
     pipeline = TrainPipeline(source, global_batch_size=16, seed=3)
+    assert pipeline.steps_per_epoch() == 7
+    batches = list(pipeline.batches(end_epoch=1))
+    assert [int(b.mask.sum()) for b in batches] == [16] * 6 + [4]
+    last, order = batches[-1], pipeline.epoch_order(0)
+    np.testing.assert_array_equal(last.indices[:4], order[96:])
+    assert (last.indices[4:] == order[-1]).all() and last.images.shape == (16, 8, 8, 3)
+    seen = np.concatenate([b.indices[b.mask] for b in batches])
+    assert np.array_equal(np.sort(seen), np.arange(NUM_EXAMPLES))  # every example exactly once
+
+
+def test_instance_uniform_epoch_covers_each_index_once_and_drops_the_remainder(source):
+    pipeline = TrainPipeline(source, global_batch_size=16, seed=3, drop_remainder=True)
     assert pipeline.steps_per_epoch() == NUM_EXAMPLES // 16
     for epoch in range(2):
         batches = list(pipeline.batches(start_epoch=epoch, end_epoch=epoch + 1))
@@ -34,7 +47,7 @@ def test_instance_uniform_epoch_covers_each_index_once_and_drops_the_remainder(s
 
 
 def test_batches_are_global_and_follow_the_epoch_order(source):
-    pipeline = TrainPipeline(source, global_batch_size=16, seed=0)
+    pipeline = TrainPipeline(source, global_batch_size=16, seed=0, drop_remainder=True)
     order = pipeline.epoch_order(0)
     for batch in pipeline.batches(end_epoch=1):
         assert batch.images.shape == (16, 8, 8, 3) and batch.images.dtype == np.uint8
@@ -54,13 +67,13 @@ def test_resume_reproduces_the_remaining_batches(source):
     )
     uninterrupted = list(pipeline.batches(end_epoch=3))
     resumed = list(pipeline.batches(start_epoch=1, start_step=4, end_epoch=3))
-    assert len(resumed) == len(uninterrupted) - 6 - 4
-    for expected, got in zip(uninterrupted[10:], resumed):
+    assert len(resumed) == len(uninterrupted) - 7 - 4
+    for expected, got in zip(uninterrupted[11:], resumed):
         assert (expected.epoch, expected.step) == (got.epoch, got.step)
         np.testing.assert_array_equal(expected.indices, got.indices)
         np.testing.assert_array_equal(expected.images, got.images)
     # A position at the end of an epoch is the start of the next one.
-    at_end = next(iter(pipeline.batches(start_epoch=1, start_step=6)))
+    at_end = next(iter(pipeline.batches(start_epoch=1, start_step=7)))
     assert (at_end.epoch, at_end.step) == (2, 0)
 
 
@@ -128,7 +141,7 @@ def test_clear_errors(source):
     with pytest.raises(ValueError, match="lower the batch size"):
         TrainPipeline(source, global_batch_size=128).steps_per_epoch()
     with pytest.raises(ValueError, match="start_step must lie in"):
-        TrainPipeline(source, global_batch_size=16).batches(start_step=7)
+        TrainPipeline(source, global_batch_size=16).batches(start_step=8)
 
 
 def test_process_workers_give_the_same_batches_as_threads(tmp_path, source):

@@ -29,6 +29,7 @@
 | class counts of 2^31 or more, or 1e40              | wrapped to negative / a NaN prior        | exact up to 2^53, an error beyond   |
 | a byte-order mark in a split file                  | part of the first path                   | read past                           |
 | IIF rel / normit / gombit at C = 1                 | NaN                                      | ValueError naming C                 |
+| each epoch's last partial batch                    | dropped: 84 CIFAR-100-LT steps, not 85   | trained on, padded and masked (loss, BatchNorm, counts, method state); dataset.drop_remainder=true drops it |
 """
 import json
 import pathlib
@@ -46,6 +47,7 @@ from ltjax import commands, datasets
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.configs import schema
 from ltjax.keys import ConfigError
+from ltjax.data.pipeline import TrainPipeline
 from ltjax.data.splits import SplitManifest
 from ltjax.train import main as train_main
 from ltjax.train import multihost
@@ -56,6 +58,7 @@ from ltjax.train.optim import learning_rate_schedule
 from ltjax.train.workdir import Workdir, WorkdirBusyError, default_name
 
 from runs import DATASET_MODEL, SMOKE_ARGS, digits_config, workdir_locked_elsewhere
+from tolerance import assert_close_to_scale
 
 
 def quiet(_: str) -> None:
@@ -64,16 +67,16 @@ def quiet(_: str) -> None:
 
 # --- a diverged run ---------------------------------------------------------------------------------------------
 
-# 7 steps per epoch; from epoch 2 on the learning rate is multiplied by 1e12, which overflows the parameters.
+# 8 steps per epoch; from epoch 2 on the learning rate is multiplied by 1e12, which overflows the parameters.
 DIVERGING = (("num_epochs", "4"), ("optimizer.lr_decay", "((2, 1e12),)"))
 
 
 def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_good_checkpoints(tmp_path):
-    with pytest.raises(NonFiniteError, match=r"not finite at global step (1[4-9]|20) \(epoch 2.*last good checkpoint, "
-                                             r"step 14"):
+    with pytest.raises(NonFiniteError, match=r"not finite at global step (1[7-9]|2[0-4]) \(epoch 2.*last good checkpoint, "
+                                             r"step 16"):
         train_and_evaluate(digits_config(*DIVERGING), tmp_path, say=quiet)
     assert not (tmp_path / "report.json").exists()
-    assert Checkpointer(tmp_path / "checkpoints").steps() == [7, 14]
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [8, 16]
     restored = _restore_latest(digits_config(*DIVERGING), tmp_path)
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored.params))
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -89,7 +92,7 @@ def test_the_command_exits_nonzero_on_divergence(tmp_path, capsys):
 
 def _restore_latest(config, workdir: pathlib.Path):
     data = datasets.get("digits").load(config.dataset)
-    trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization, steps_per_epoch=7))
+    trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization, steps_per_epoch=8))
     return Checkpointer(workdir / "checkpoints").restore(trainer.init_state(), schema.fingerprint(config), say=quiet)
 
 
@@ -104,7 +107,7 @@ def _checkpointed_config(*overrides):
 
 @pytest.fixture(scope="module")
 def finished_run(trained_once) -> tuple[pathlib.Path, dict]:
-    """A finished 2-epoch run, checkpoints at steps 7 and 14; tests damage or resume copies of it."""
+    """A finished 2-epoch run, checkpoints at steps 8 and 16; tests damage or resume copies of it."""
     workdir = trained_once("finished", lambda path: train_and_evaluate(_checkpointed_config(), path, say=quiet))
     return workdir, json.loads((workdir / "report.json").read_text())
 
@@ -129,7 +132,7 @@ def _resume(workdir: pathlib.Path) -> tuple[dict, list[str]]:
 def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(finished_run, tmp_path, damage, capfd):
     workdir, _ = _trained_workdir(finished_run, tmp_path)
     finished = (workdir / "report.json").read_text()
-    target = _largest_array_file(workdir / "checkpoints" / "14")
+    target = _largest_array_file(workdir / "checkpoints" / "16")
     data = bytearray(target.read_bytes())
     if damage == "flip":
         middle = len(data) // 2
@@ -140,10 +143,10 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(
     else:
         target.unlink()
     capfd.readouterr()
-    _, said = _resume(workdir)  # epoch 1 is trained again from step 7
-    assert any("checkpoint step 14 is damaged" in line for line in said), said
-    assert any("resuming from checkpoint step 7" in line for line in said), said
-    assert (workdir / "checkpoints" / "14.damaged").is_dir()  # kept for inspection
+    _, said = _resume(workdir)  # epoch 1 is trained again from step 8
+    assert any("checkpoint step 16 is damaged" in line for line in said), said
+    assert any("resuming from checkpoint step 8" in line for line in said), said
+    assert (workdir / "checkpoints" / "16.damaged").is_dir()  # kept for inspection
     assert (workdir / "report.json").read_text() == finished
     err = capfd.readouterr().err
     assert "orbax" not in err.lower() and len(err.splitlines()) < 5, err  # no orbax log noise on the terminal
@@ -151,9 +154,9 @@ def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_one_resumes(
 
 def test_with_every_checkpoint_damaged_the_run_stops_naming_them(finished_run, tmp_path):
     workdir, _ = _trained_workdir(finished_run, tmp_path)
-    for step in (7, 14):
+    for step in (8, 16):
         _largest_array_file(workdir / "checkpoints" / str(step)).write_bytes(b"\x00" * 16)
-    with pytest.raises(CheckpointError, match=r"no good checkpoint .*steps \[14, 7\] are damaged"):
+    with pytest.raises(CheckpointError, match=r"no good checkpoint .*steps \[16, 8\] are damaged"):
         _resume(workdir)
 
 
@@ -233,7 +236,7 @@ def straight_cli_run(trained_once) -> pathlib.Path:
 
 def _start_and_wait_for_step_10(workdir: pathlib.Path, **streams) -> subprocess.Popen:
     """The command of `_arguments(workdir)` in a process of its own, once it has checkpointed step 10 (mid-epoch 1;
-    digits: 7 steps per epoch)."""
+    digits: 8 steps per epoch)."""
     process = subprocess.Popen([sys.executable, "-m", "ltjax", *_arguments(workdir)], **streams)
     deadline = time.monotonic() + 300
     while not (workdir / "checkpoints" / "10").is_dir():
@@ -275,7 +278,7 @@ def test_a_signal_stops_the_command_with_a_checkpoint_and_the_rerun_resumes_exac
     line = errors.strip().splitlines()[-1]
     epoch, step = map(int, line.removeprefix("ltjax-train: interrupted at epoch ").split(";")[0].split(" step "))
     assert line.endswith("; checkpoint saved; run the same command to resume")
-    assert (stopped / "checkpoints" / str(7 * epoch + step)).is_dir() and 7 * epoch + step > 10
+    assert (stopped / "checkpoints" / str(8 * epoch + step)).is_dir() and 8 * epoch + step > 10
     assert not (stopped / "report.json").exists()
     assert train_main.main(_arguments(stopped)) == 0
     assert (stopped / "report.json").read_text() == (straight_cli_run / "report.json").read_text()
@@ -287,7 +290,7 @@ def test_a_stop_at_the_last_step_of_an_epoch_ends_that_epoch_first(tmp_path):
     validation and log line done), so the rerun begins the next epoch and ends as the run never stopped."""
     config = digits_config(("num_epochs", "3"), ("loss.name", "ffds"), ("loss.ffds_start", "1"))
     straight = train_and_evaluate(config, tmp_path / "straight", say=quiet)
-    assert train_and_evaluate(config, tmp_path / "stopped", max_steps=14, say=quiet) is None  # the end of epoch 1
+    assert train_and_evaluate(config, tmp_path / "stopped", max_steps=16, say=quiet) is None  # the end of epoch 1
     assert len((tmp_path / "stopped" / "log.jsonl").read_text().splitlines()) == 2
     assert train_and_evaluate(config, tmp_path / "stopped", say=quiet) == straight
     assert [json.loads(line)["epoch"] for line in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()] == [
@@ -486,7 +489,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_message(own_file_system, tmp_path):
         sys.executable, "-m", "ltjax", f"--workdir={folder / 'run'}", "--config.num_epochs=2", *SMOKE_ARGS[1:]])
     assert result.returncode == EXIT_USER_ERROR, result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"ltjax-train: error: cannot write checkpoint step 7 in {folder / 'run' / 'checkpoints'}: "
+    assert line.startswith(f"ltjax-train: error: cannot write checkpoint step 8 in {folder / 'run' / 'checkpoints'}: "
                            "the disk is full"), result.stderr
     assert "Traceback" not in result.stderr
 
@@ -563,9 +566,9 @@ def test_a_second_stage_needs_a_finished_first_stage_or_a_step_named_on_purpose(
                                           r"--config\.loss\.init_step=<step> \(its newest: 10\)"):
         train_and_evaluate(_second_stage(stopped), tmp_path / "crt", say=quiet)
     said = []
-    assert train_and_evaluate(_second_stage(stopped, ("loss.init_step", "7")), tmp_path / "crt-7", say=said.append)
-    assert f"start    from {stopped}, step 7" in said[0]
-    assert any(f"starting from the first stage in {stopped} (step 7)" in line for line in said)
+    assert train_and_evaluate(_second_stage(stopped, ("loss.init_step", "8")), tmp_path / "crt-8", say=said.append)
+    assert f"start    from {stopped}, step 8" in said[0]
+    assert any(f"starting from the first stage in {stopped} (step 8)" in line for line in said)
 
 
 def test_a_second_stage_refuses_a_diverged_first_stage_and_values_that_are_not_finite(tmp_path):
@@ -580,8 +583,8 @@ def test_a_second_stage_refuses_a_diverged_first_stage_and_values_that_are_not_f
     checkpointer = Checkpointer(diverged / "checkpoints", max_to_keep=5)
     checkpointer.save(poisoned, {"fingerprint": schema.fingerprint(digits_config(*DIVERGING))})
     checkpointer.close()
-    with pytest.raises(ConfigError, match=r"at step 15 holds values that are not finite \(in \['params'\]"):
-        train_and_evaluate(_second_stage(diverged, ("loss.init_step", "15")), tmp_path / "crt-15", say=quiet)
+    with pytest.raises(ConfigError, match=r"at step 17 holds values that are not finite \(in \['params'\]"):
+        train_and_evaluate(_second_stage(diverged, ("loss.init_step", "17")), tmp_path / "crt-17", say=quiet)
 
 
 def test_decays_that_fall_on_one_epoch_are_an_error_naming_them():
@@ -625,3 +628,42 @@ def test_iif_variants_that_need_two_classes_say_so_at_one(variant):
     with pytest.raises(ValueError, match=rf"IIF variant '{variant}' needs at least 2 classes, got C = 1"):
         losses.iif_weights(np.array([7]), variant=variant)
     assert np.all(np.isfinite(losses.iif_weights(np.array([7, 3]), variant=variant)))
+
+
+# --- the last partial batch, as the reference scripts train on it -------------------------------------------------
+
+def test_an_epoch_has_the_reference_scripts_step_count(capsys):
+    """PyTorch's DataLoader keeps the last partial batch: 486 digits at 64 a batch are 8 steps (7 full, one of 38)."""
+    data = datasets.get("digits").load(digits_config().dataset)
+    assert len(data.train) == 486
+    assert TrainPipeline(data.train, global_batch_size=64).steps_per_epoch() == 8
+    assert TrainPipeline(data.train, global_batch_size=64, drop_remainder=True).steps_per_epoch() == 7
+    assert train_main.main(["--plan", *SMOKE_ARGS]) == 0
+    assert "run      25 epochs x 8 steps of 64" in capsys.readouterr().out
+
+
+def test_a_padded_partial_step_is_the_step_on_its_real_examples():
+    """20 real examples padded to a batch of 64 on 8 devices (whole devices of padding, and one shared) against the
+    same 20 as a batch of their own on 4 devices: the same loss, gradients (so parameters), BatchNorm statistics,
+    counts and method state, to float rounding. D-FFDS in its FFDS phase has all of these."""
+    overrides = (("loss.name", "ffds"), ("loss.ffds_start", "0"), ("batch_size", "64"))
+    data = datasets.get("digits").load(digits_config().dataset)
+    spec = DataSpec(data.class_counts, data.image_shape, data.normalization, 8, data.crop_padding)
+    images, labels = data.train.images[:20], np.asarray(data.train.labels[:20], np.int32)
+    padded = build(digits_config(*overrides, model=DATASET_MODEL), spec, devices=jax.devices())
+    alone = build(digits_config(*overrides, ("batch_size", "20"), model=DATASET_MODEL), spec, devices=jax.devices()[:4])
+    mask = np.arange(64) < 20
+
+    def fill(array):  # as the pipeline pads: copies of the last example
+        return np.concatenate([array, np.repeat(array[-1:], 44, axis=0)])
+
+    schedule = padded.epoch_inputs(3)
+    results = [
+        jax.device_get(padded.train_step(padded.init_state(), fill(images), fill(labels), schedule, mask)),
+        jax.device_get(alone.train_step(alone.init_state(), images, labels, alone.epoch_inputs(3))),
+    ]
+    for got, expected in zip(*(jax.tree.leaves((r.params, r.batch_stats, r.loss_state, r.totals)) for r in results)):
+        assert_close_to_scale(got, expected, rtol=2e-5)
+    unmasked = jax.device_get(padded.train_step(padded.init_state(), fill(images), fill(labels), schedule))
+    assert int(unmasked.totals.class_count.sum()) == 64 and int(results[0].totals.class_count.sum()) == 20
+    assert not np.allclose(unmasked.batch_stats["stem_bn"]["mean"], results[0].batch_stats["stem_bn"]["mean"])

@@ -66,11 +66,11 @@ def test_train_step_compiles_once_across_deferred_phases():
     trainer, state, (images, labels) = small_program(("loss.name", "ib"), ("loss.ib_start", "2"))
     model = trainer.model.clone(batch_norm_axis_name="batch")
     step = chex.assert_max_traces(make_train_step(model, trainer.optimizer, trainer.objective, NORMALIZATION), n=1)
-    run = data_parallel(step, "shard_map", jax.devices(), in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED),
+    run = data_parallel(step, "shard_map", jax.devices(), in_specs=(REPLICATED, SPLIT, SPLIT, REPLICATED, SPLIT),
                         out_specs=REPLICATED)
     losses_by_epoch = []
     for epoch in (0, 1, 2, 3):  # CE for epochs 0-1, influence-balanced from 2
-        state = run(trainer.start_epoch(state), images, labels, trainer.epoch_inputs(epoch))
+        state = run(trainer.start_epoch(state), images, labels, trainer.epoch_inputs(epoch), np.ones(16, bool))
         losses_by_epoch.append(float(state.totals.loss_sum))
     assert losses_by_epoch[2] > 10 * losses_by_epoch[1]  # IB's alpha = 1000 changes the loss scale at the switch
 

@@ -15,10 +15,12 @@ Where augmentation runs. With a `transform` the host augments each batch (`ltjax
 `transform=None` the pipeline ships the source's uint8 images unchanged, for augmentation on the device
 (`ltjax.data.device_augment`), which is the fast path from an array source or the decoded cache.
 
-Remainders. Training drops the last partial batch of every epoch (`len(order) // global_batch_size` steps), so every
-step has the same shape and compiles once; with instance-uniform sampling at most B - 1 examples per epoch are
-skipped, a different few each epoch. Evaluation keeps every example exactly once: the last batch is padded (with
-copies of the last example) to full size and `mask` is False on the padding, so metrics must be weighted by `mask`.
+Remainders. Training keeps the last partial batch of every epoch, as the reference scripts (PyTorch's DataLoader)
+do: an epoch has `ceil(len(order) / global_batch_size)` steps, and the last batch is padded to the full size with
+copies of its last example, `mask` False on the padding, so every step has the same shape and compiles once (the
+train step averages the loss and takes BatchNorm's statistics over the real examples only). `drop_remainder=True`
+drops it instead (`len(order) // global_batch_size` steps). Evaluation keeps every example exactly once, the last
+batch padded the same way, so metrics must be weighted by `mask`.
 
 Concurrency. One batch is one job (read or decode its images, augment) run by a pool of workers; up to
 `num_workers + prefetch` jobs run ahead of the consumer and their results are taken in order, so the in-flight
@@ -206,7 +208,7 @@ def _prefetched(
 
 
 class TrainPipeline:
-    """Training batches over epochs: sampled order, optional host augmentation, drop-remainder, prefetch.
+    """Training batches over epochs: sampled order, optional host augmentation, the partial last batch, prefetch.
 
     Example (raw uint8 to the devices, augmented there):
       >>> pipeline = TrainPipeline(source, global_batch_size=128, seed=0)  # doctest: +SKIP
@@ -228,6 +230,7 @@ class TrainPipeline:
         num_workers: int = 2,
         prefetch: int = 2,
         worker_processes: bool = False,
+        drop_remainder: bool = False,
     ):
         """Builds the pipeline; nothing is read until `batches` is iterated.
 
@@ -244,9 +247,11 @@ class TrainPipeline:
           num_workers: workers decoding and augmenting batches.
           prefetch: batches kept ready beyond those being worked on.
           worker_processes: workers are processes instead of threads (for file sources of small images).
+          drop_remainder: drop each epoch's last partial batch instead of padding it (see the module docstring).
         """
         _check_batch_size(global_batch_size, process_count)
         self.source = source
+        self.drop_remainder = drop_remainder
         self.global_batch_size = global_batch_size
         self.sampler = sampler
         self.seed = seed
@@ -261,24 +266,28 @@ class TrainPipeline:
         return np.asarray(self.sampler(self.source.labels, epoch, self.seed), dtype=np.int64)
 
     def steps_per_epoch(self, epoch: int = 0) -> int:
-        """Full global batches in `epoch` (the remainder is dropped); constant unless the sampler's length varies."""
-        length = len(self.epoch_order(epoch))
+        """Global batches in `epoch`, the partial last one included unless dropped; constant unless the sampler's
+        length varies."""
+        return self._steps(len(self.epoch_order(epoch)), epoch)
+
+    def _steps(self, length: int, epoch: int) -> int:
         if length < self.global_batch_size:
             raise ConfigError(
                 f"epoch {epoch} has {length} training examples, fewer than the global batch of "
                 f"{self.global_batch_size}: lower the batch size (batch_size <= {length})"
             )
-        return length // self.global_batch_size
+        return length // self.global_batch_size if self.drop_remainder else -(-length // self.global_batch_size)
 
     def _jobs(self, start_epoch: int, start_step: int, end_epoch: int | None) -> Iterator[Job]:
         epoch, first_step = start_epoch, start_step
-        full_mask = np.ones(self.global_batch_size, dtype=bool)
+        size = self.global_batch_size
         while end_epoch is None or epoch < end_epoch:
             order = self.epoch_order(epoch)
-            steps = len(order) // self.global_batch_size
-            for step in range(first_step, steps):
-                indices = order[step * self.global_batch_size: (step + 1) * self.global_batch_size]
-                yield indices, full_mask, epoch, step
+            for step in range(first_step, self._steps(len(order), epoch)):
+                indices = order[step * size: (step + 1) * size]
+                mask = np.arange(size) < len(indices)
+                padded = np.concatenate([indices, np.full(size - len(indices), indices[-1])])
+                yield padded, mask, epoch, step
             epoch, first_step = epoch + 1, 0
 
     def batches(self, *, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> Iterator[Batch]:

@@ -36,6 +36,8 @@ class Inputs(NamedTuple):
       stats: the training set's `ClassStats`.
       state: the method's state pytree.
       params: the method's trainable parameters (DySWRM's coordinates), trained with the model.
+      mask: `[B]` bool, the real examples of a padded last batch (None: all are); a phase's `collect` counts only
+        those (its loss need not: `Objective.loss` leaves the padding out).
     """
 
     logits: jax.Array
@@ -45,6 +47,7 @@ class Inputs(NamedTuple):
     stats: ClassStats
     state: Any
     params: Any
+    mask: jax.Array | None = None
 
 
 class PerExample(NamedTuple):
@@ -173,30 +176,34 @@ class Objective:
         """The index of the phase that `epoch` belongs to (on the host: the step receives it)."""
         return sum(epoch >= start for start in self.phase_starts[1:])
 
-    def _inputs(self, outputs, labels, state, params) -> Inputs:
-        return Inputs(outputs.logits, outputs.features, labels, self.hp, self.stats, state, params)
+    def _inputs(self, outputs, labels, state, params, mask=None) -> Inputs:
+        return Inputs(outputs.logits, outputs.features, labels, self.hp, self.stats, state, params, mask)
 
-    def loss(self, outputs, labels, phase, state, params) -> tuple[jax.Array, jax.Array]:
+    def loss(self, outputs, labels, phase, state, params, mask=None) -> tuple[jax.Array, jax.Array]:
         """`(sum of the per-example losses, the normaliser)` of this device's shard, in phase `phase` (traced).
 
         The batch loss is the psum of the sums over the psum of the normalisers: the number of examples, or the sum of
-        the sample weights of a weighted mean.
+        the sample weights of a weighted mean. `mask [B]` marks the real examples of a padded batch; the padding
+        counts in neither.
         """
-        inputs = self._inputs(outputs, labels, state, params)
+        inputs = self._inputs(outputs, labels, state, params, mask)
         # Branches close over the inputs (static keys and pytrees with static fields are not switch operands).
         branches = [_as_branch(phase.loss, inputs) for phase in self.method.phases]
         if len(branches) == 1:
             values, weights = branches[0]()
         else:
             values, weights = jax.lax.switch(phase, branches)
+        if mask is not None:  # `where`, not a product: a padded example's loss may be anything, even NaN
+            values, weights = jnp.where(mask, values, 0), jnp.where(mask, weights, 0)
         return jnp.sum(values), jnp.sum(weights)
 
-    def collect(self, state, outputs, labels, phase, axis_name: str | None):
-        """The in-step state update of phase `phase` (identity in phases without one)."""
+    def collect(self, state, outputs, labels, phase, axis_name: str | None, mask=None):
+        """The in-step state update of phase `phase` (identity in phases without one), from the examples `mask`
+        marks."""
         phases = self.method.phases
         if all(phase.collect is None for phase in phases):
             return state
-        inputs = self._inputs(outputs, labels, state, None)
+        inputs = self._inputs(outputs, labels, state, None, mask)
         branches = [
             functools.partial(phase.collect, inputs=inputs, axis_name=axis_name) if phase.collect else (lambda s: s)
             for phase in phases

@@ -79,17 +79,18 @@ class EnsembleObjective:
         """`[members]` each member's phase index at `epoch` (its variant's phase starts)."""
         return np.asarray([self.variants[index].phase_at(epoch) for index in self.member_variants], np.int32)
 
-    def loss(self, outputs, labels, phase, state, params):
+    def loss(self, outputs, labels, phase, state, params, mask=None):
         """One member's loss (under the step's `vmap`): `phase` is that member's phase index."""
         def branch(index):
             slot = self._slot(index)
-            return self._bound(index, state).loss(outputs, labels, phase, state["states"][slot], params[slot])
+            return self._bound(index, state).loss(outputs, labels, phase, state["states"][slot], params[slot], mask)
         return self._switch(state, branch)
 
-    def collect(self, state, outputs, labels, phase, axis_name):
+    def collect(self, state, outputs, labels, phase, axis_name, mask=None):
         def branch(index):
             slot = self._slot(index)
-            updated = self._bound(index, state).collect(state["states"][slot], outputs, labels, phase, axis_name)
+            updated = self._bound(index, state).collect(state["states"][slot], outputs, labels, phase, axis_name,
+                                                        mask)
             return {**state["states"], slot: updated}
         return {**state, "states": self._switch(state, branch)}
 

@@ -193,7 +193,7 @@ def _ffds(inputs: Inputs) -> PerExample:
 
 def _collect_true_class_probs(state, inputs: Inputs, axis_name):
     probs = jnp.exp(-losses.softmax_cross_entropy(inputs.logits, inputs.labels))
-    return dynasmooth.accumulate(state, probs, inputs.labels, axis_name=axis_name)
+    return dynasmooth.accumulate(state, probs, inputs.labels, valid=inputs.mask, axis_name=axis_name)
 
 
 FFDS = Method(

@@ -247,13 +247,15 @@ class TrainTotals:
 
     def add(
         self, batch_loss: jax.Array, logits: jax.Array, labels: jax.Array, step: jax.Array, finite: jax.Array, *,
-        axis_name: str | None = None,
+        mask: jax.Array | None = None, axis_name: str | None = None,
     ) -> "TrainTotals":
-        """Adds one step: its batch loss (already global), this device's predictions, and whether it was finite."""
+        """Adds one step: its batch loss (already global), this device's predictions of the examples `mask` marks
+        (None: all), and whether it was finite."""
         num_classes = self.class_count.shape[-1]
-        correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.int32)
+        counted = jnp.ones(labels.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
+        correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.int32) * counted
         class_correct = jnp.zeros(num_classes, jnp.int32).at[labels].add(correct)
-        class_count = jnp.zeros(num_classes, jnp.int32).at[labels].add(1)
+        class_count = jnp.zeros(num_classes, jnp.int32).at[labels].add(counted)
         if axis_name is not None:
             class_correct, class_count = jax.lax.psum((class_correct, class_count), axis_name)
         first_bad = jnp.where((self.first_nonfinite_step < 0) & ~finite, step, self.first_nonfinite_step)

@@ -14,6 +14,9 @@ forms differs.
 
 Parameters and state carry Flax's names and layout (`params`: `scale`, `bias`; `batch_stats`: `mean`, `var`), so
 checkpoints and parameter trees are those of `flax.linen.BatchNorm`.
+
+A `mask` over the batch (an epoch's last, padded batch) takes the statistics over its real examples alone, as
+PyTorch takes them over a smaller last batch, however the padding falls across the devices.
 """
 from __future__ import annotations
 
@@ -48,7 +51,8 @@ class BatchNorm(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """Normalises `x [B, ..., C]`; in training, `mask [B]` marks the examples the statistics are taken over."""
         x = x.astype(jnp.float32)
         channels = (x.shape[-1],)
         scale = self.param("scale", nn.initializers.ones, channels, self.param_dtype).astype(jnp.float32)
@@ -58,7 +62,7 @@ class BatchNorm(nn.Module):
         if self.use_running_average:
             mean, var = running_mean.value, running_var.value
         else:
-            mean, var = self._batch_statistics(x)
+            mean, var = self._batch_statistics(x) if mask is None else self._masked_statistics(x, mask)
             if not self.is_initializing():
                 running_mean.value = self.momentum * running_mean.value + (1.0 - self.momentum) * mean
                 running_var.value = self.momentum * running_var.value + (1.0 - self.momentum) * var
@@ -70,6 +74,21 @@ class BatchNorm(nn.Module):
         moments = jnp.stack([jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)])
         if self.axis_name is not None and not self.is_initializing():
             moments = jax.lax.pmean(moments, self.axis_name)
-        mean, mean_of_squares = moments
-        # E[x^2] - E[x]^2 can round below zero.
-        return mean, jnp.maximum(0.0, mean_of_squares - jnp.square(mean))
+        return _mean_and_variance(moments)
+
+    def _masked_statistics(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Mean and variance over the examples `mask` marks: sums and counts are summed over the devices, since the
+        padding (and so each device's count) may fall unevenly on them."""
+        axes = tuple(range(x.ndim - 1))
+        weights = mask.astype(jnp.float32).reshape(mask.shape + (1,) * (x.ndim - 1))
+        sums = jnp.stack([jnp.sum(x * weights, axes), jnp.sum(jnp.square(x) * weights, axes)])
+        count = jnp.sum(weights) * (x.size // (x.shape[0] * x.shape[-1]))
+        if self.axis_name is not None and not self.is_initializing():
+            sums, count = jax.lax.psum((sums, count), self.axis_name)
+        return _mean_and_variance(sums / count)
+
+
+def _mean_and_variance(moments: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(E[x], E[x^2] - E[x]^2)` from the stacked moments; the variance can round below zero, so it is clipped."""
+    mean, mean_of_squares = moments
+    return mean, jnp.maximum(0.0, mean_of_squares - jnp.square(mean))

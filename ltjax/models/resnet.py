@@ -69,13 +69,13 @@ class _ResidualBlock(nn.Module):
         return batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name=name)
 
     @nn.nowrap
-    def shortcut(self, x: jax.Array, train: bool) -> jax.Array:
+    def shortcut(self, x: jax.Array, train: bool, mask: jax.Array | None) -> jax.Array:
         """Identity, or a 1x1 projection + BatchNorm where the stride or the channels change."""
         out_channels = self.channels * self.expansion
         if self.strides == 1 and x.shape[-1] == out_channels:
             return x
         projected = self.conv(out_channels, 1, self.strides, name="downsample_conv")(x)
-        return self.norm(train, name="downsample_bn")(projected)
+        return self.norm(train, name="downsample_bn")(projected, mask)
 
 
 class BasicBlock(_ResidualBlock):
@@ -91,12 +91,12 @@ class BasicBlock(_ResidualBlock):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
         y = self.conv(self.channels, 3, self.strides, name="conv1")(x)
-        y = nn.relu(self.norm(train, name="bn1")(y))
+        y = nn.relu(self.norm(train, name="bn1")(y, mask))
         y = self.conv(self.channels, 3, name="conv2")(y)
-        y = self.norm(train, name="bn2")(y)
-        return residual_relu(y, self.shortcut(x, train))
+        y = self.norm(train, name="bn2")(y, mask)
+        return residual_relu(y, self.shortcut(x, train, mask))
 
 
 class Bottleneck(_ResidualBlock):
@@ -113,22 +113,23 @@ class Bottleneck(_ResidualBlock):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
         y = self.conv(self.channels, 1, name="conv1")(x)
-        y = nn.relu(self.norm(train, name="bn1")(y))
+        y = nn.relu(self.norm(train, name="bn1")(y, mask))
         y = self.conv(self.channels, 3, self.strides, name="conv2")(y)
-        y = nn.relu(self.norm(train, name="bn2")(y))
+        y = nn.relu(self.norm(train, name="bn2")(y, mask))
         y = self.conv(self.channels * self.expansion, 1, name="conv3")(y)
-        y = self.norm(train, name="bn3")(y)
-        return residual_relu(y, self.shortcut(x, train))
+        y = self.norm(train, name="bn3")(y, mask)
+        return residual_relu(y, self.shortcut(x, train, mask))
 
 
 class ResNet(nn.Module):
     """torchvision's ResNet with an ltjax head.
 
-    `__call__(x, train)` takes `[B, H, W, 3]` images and returns `ModelOutput(logits [B, C], features [B, D])`,
-    both float32, with D = 512 for BasicBlock and 2048 for Bottleneck networks. With `train=True` BatchNorm uses
-    batch statistics and updates `batch_stats` (apply with `mutable=["batch_stats"]`).
+    `__call__(x, train, mask=None)` takes `[B, H, W, 3]` images and returns `ModelOutput(logits [B, C], features
+    [B, D])`, both float32, with D = 512 for BasicBlock and 2048 for Bottleneck networks. With `train=True` BatchNorm
+    uses batch statistics (over the examples `mask [B]` marks, if given) and updates `batch_stats` (apply with
+    `mutable=["batch_stats"]`).
 
     Attributes:
       num_classes: C.
@@ -158,7 +159,7 @@ class ResNet(nn.Module):
     stage_strides = (1, 2, 2, 2)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> ModelOutput:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> ModelOutput:
         stem_conv = functools.partial(
             Conv,
             self.stage_channels[0],
@@ -171,10 +172,10 @@ class ResNet(nn.Module):
             x = stem_conv((3, 3), padding=((1, 1), (1, 1)))(x)
         else:
             x = stem_conv((7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
-        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x)
+        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x, mask)
         x = nn.relu(x)
         if not self.small_input:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         return stages_and_head(
-            self, x, train, self.block, self.stage_sizes, linear_kernel_init=pytorch_linear_kernel_init
+            self, x, train, self.block, self.stage_sizes, linear_kernel_init=pytorch_linear_kernel_init, mask=mask
         )

@@ -99,7 +99,7 @@ def option_a_shortcut(x: jax.Array, out_channels: int, strides: int) -> jax.Arra
 
 def stages_and_head(
     module: nn.Module, x: jax.Array, train: bool, block: type[nn.Module], blocks_per_stage: Sequence[int],
-    *, linear_kernel_init,
+    *, linear_kernel_init, mask: jax.Array | None = None,
 ) -> ModelOutput:
     """The residual stages, global average pooling and the head that every ResNet here ends with.
 
@@ -118,7 +118,7 @@ def stages_and_head(
                 param_dtype=module.param_dtype,
                 batch_norm_axis_name=module.batch_norm_axis_name,
                 name=f"stage{stage}_block{index + 1}",
-            )(x, train)
+            )(x, train, mask)
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     head = make_head(
         module.head,
@@ -148,13 +148,13 @@ class CifarBasicBlock(nn.Module):
     batch_norm_axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
         conv = functools.partial(conv3x3, self.channels, dtype=self.dtype, param_dtype=self.param_dtype)
         norm = functools.partial(batch_norm, train, self.batch_norm_axis_name, self.param_dtype)
         y = conv(strides=self.strides, name="conv1")(x)
-        y = nn.relu(norm(name="bn1")(y))
+        y = nn.relu(norm(name="bn1")(y, mask))
         y = conv(name="conv2")(y)
-        y = norm(name="bn2")(y)
+        y = norm(name="bn2")(y, mask)
         if self.strides != 1 or x.shape[-1] != self.channels:
             shortcut = option_a_shortcut(x, self.channels, self.strides)
         else:
@@ -165,9 +165,10 @@ class CifarBasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """The CIFAR ResNet of He et al. §4.2; the defaults make ResNet-32 with a linear head.
 
-    `__call__(x, train)` takes `[B, H, W, 3]` images (32x32 on CIFAR) and returns `ModelOutput(logits [B, C],
-    features [B, 64])`, both float32. With `train=True` BatchNorm uses batch statistics and updates
-    `batch_stats` (apply with `mutable=["batch_stats"]`); with `train=False` it uses the running averages.
+    `__call__(x, train, mask=None)` takes `[B, H, W, 3]` images (32x32 on CIFAR) and returns `ModelOutput(logits
+    [B, C], features [B, 64])`, both float32. With `train=True` BatchNorm uses batch statistics (over the examples
+    `mask [B]` marks, if given) and updates `batch_stats` (apply with `mutable=["batch_stats"]`); with `train=False`
+    it uses the running averages.
 
     Attributes:
       num_classes: C.
@@ -193,10 +194,11 @@ class CifarResNet(nn.Module):
     stage_strides = (1, 2, 2)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> ModelOutput:
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> ModelOutput:
         x = conv3x3(self.stage_channels[0], dtype=self.dtype, param_dtype=self.param_dtype, name="stem_conv")(x)
-        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x)
+        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x, mask)
         x = nn.relu(x)
         return stages_and_head(
-            self, x, train, CifarBasicBlock, self.blocks_per_stage, linear_kernel_init=kaiming_normal_fan_in
+            self, x, train, CifarBasicBlock, self.blocks_per_stage, linear_kernel_init=kaiming_normal_fan_in,
+            mask=mask,
         )

@@ -6,7 +6,7 @@ The loop, the tests and the benchmarks all build their steps here, so they run t
     trainer = build(config, DataSpec(class_counts, image_shape, normalization, steps_per_epoch))
     state = trainer.init_state()
     schedule = trainer.epoch_inputs(epoch)                       # the host's schedule: epoch, phase, rate
-    state = trainer.train_step(state, images, labels, schedule)  # global uint8 batch [B, H, W, 3], labels [B]
+    state = trainer.train_step(state, images, labels, schedule, mask)  # global uint8 [B, H, W, 3], [B], [B]
     stats, features = trainer.eval_step(state, images, labels, mask)
 
 An ensemble's state and batches carry a leading member axis (`trainer.members`): images `[N, B, H, W, 3]`, each
@@ -273,13 +273,13 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
             if ensemble else init_member(0)
 
     member_map = jax.vmap if ensemble else (lambda fn, **_: fn)
-    train_step = data_parallel(
+    batch_split = MEMBERS_SPLIT if ensemble else SPLIT
+    train_step = _all_real_by_default(data_parallel(
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
-                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, EpochInputs(None, 0, None))),
-        config.parallel, devices, in_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT,
-                                            MEMBERS_SPLIT if ensemble else SPLIT, REPLICATED),
+                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, EpochInputs(None, 0, None), 0)),
+        config.parallel, devices, in_specs=(REPLICATED, batch_split, batch_split, REPLICATED, batch_split),
         out_specs=REPLICATED, donate_argnums=(0,),
-    )
+    ))
     eval_step = data_parallel(
         member_map(make_eval_step(model, data.normalization, objective), in_axes=(0, None, None, None)),
         config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, SPLIT),
@@ -305,6 +305,20 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         epoch_inputs=functools.partial(_epoch_inputs, objective,
                                        learning_rate_schedule(config.optimizer, config.num_epochs)),
     )
+
+
+def _all_real_by_default(train_step: Callable) -> Callable:
+    """`train_step(state, images, labels, schedule, mask=None)`: without a mask, every example is real."""
+
+    def all_real(labels):
+        return jnp.ones_like(labels, dtype=bool) if isinstance(labels, jax.Array) else np.ones(np.shape(labels), bool)
+
+    def step(state, images, labels, schedule, mask=None):
+        return train_step(state, images, labels, schedule, all_real(labels) if mask is None else mask)
+
+    step.lower = lambda state, images, labels, schedule, mask=None: train_step.lower(
+        state, images, labels, schedule, all_real(labels) if mask is None else mask)
+    return step
 
 
 def _epoch_inputs(objective, learning_rate: Callable[[int], float], epoch: int) -> EpochInputs:

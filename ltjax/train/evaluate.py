@@ -60,6 +60,7 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.TrainingData,
     data = datasets.get(config.dataset.name).load(config.dataset).prepared(
         dataset=config.dataset.name, cache_dir=config.data_cache_dir or None)
     pipeline = TrainPipeline(data.train, global_batch_size=config.batch_size, seed=config.seed,
+                             drop_remainder=config.dataset.drop_remainder,
                              sampler=datasets.make_sampler(config.dataset, config.num_epochs))
     return data, DataSpec(data.class_counts, data.image_shape, data.normalization, pipeline.steps_per_epoch(),
                           data.crop_padding)

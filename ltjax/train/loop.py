@@ -249,7 +249,8 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, ext
         sampler = datasets.make_sampler(config.dataset, config.num_epochs)
         pipelines = [TrainPipeline(data.train, global_batch_size=member.batch_size, seed=member.seed, sampler=sampler,
                                    num_workers=1 if ensemble else 2, process_index=jax.process_index(),
-                                   process_count=jax.process_count()) for member in configs]
+                                   process_count=jax.process_count(), drop_remainder=config.dataset.drop_remainder)
+                     for member in configs]
         spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipelines[0].steps_per_epoch(),
                         data.crop_padding)
         trainer = build_ensemble(configs, spec) if ensemble else build(config, spec)
@@ -318,7 +319,7 @@ def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, interrupt
         schedule = place(trainer.epoch_inputs(epoch), trainer.replicated)
         stop = None
         for step, batch in enumerate(progress, start=epoch * steps_per_epoch + first_step + 1):
-            state = trainer.train_step(state, batch.images, batch.labels, schedule)
+            state = trainer.train_step(state, batch.images, batch.labels, schedule, batch.mask)
             stop = _stop_reason(step, max_steps, interruption)
             if stop is not None and step % steps_per_epoch:
                 progress.close()

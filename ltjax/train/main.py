@@ -94,7 +94,7 @@ def _print_plan(config) -> int:
     if multihost.is_primary():
         print(schema.to_json(config))
     data = datasets.get(config.dataset.name).load(config.dataset)
-    steps = TrainPipeline(data.train, global_batch_size=config.batch_size,
+    steps = TrainPipeline(data.train, global_batch_size=config.batch_size, drop_remainder=config.dataset.drop_remainder,
                           sampler=datasets.make_sampler(config.dataset, config.num_epochs)).steps_per_epoch()
     spec = DataSpec(data.class_counts, data.image_shape, data.normalization, steps, data.crop_padding)
     trainer = build(config, spec)

@@ -29,8 +29,8 @@ def _source(init_from: str) -> tuple[pathlib.Path, int | None]:
 
 
 def _split_keys(config) -> dict:
-    """The dataset keys that decide the images (the sampler only orders them)."""
-    return {key: value for key, value in config.dataset.to_dict().items() if key != "sampler"}
+    """The dataset keys that decide the images (the sampler and drop_remainder only order and batch them)."""
+    return {key: value for key, value in config.dataset.to_dict().items() if key not in ("sampler", "drop_remainder")}
 
 
 def _check_compatible(first: TrainedRun, config, init_from: str) -> None:

@@ -1,12 +1,13 @@
 """The train and eval steps, written per device in the pmap programming model, and their data-parallel wrapper.
 
-`make_train_step` returns `train_step(state, images, labels, schedule) -> state`, a pure function of one device's
-shard of the batch and of what the host's schedule says for the epoch (`EpochInputs`: the epoch, the method's phase,
-the learning rate; so the compiled step depends on none of the run's milestones): gradients are averaged with
-`pmean` over the named axis `"batch"`, BatchNorm normalises with statistics
-synchronised over that axis, and sums (loss normaliser, per-class counts, the method's in-step statistics) are
-`psum`med, so every device ends the step with the same state and a step on D devices equals one device's step on the
-global batch. What the loss is, when its phases switch and what state it keeps is the `Objective`'s business; the
+`make_train_step` returns `train_step(state, images, labels, schedule, mask) -> state`, a pure function of one
+device's shard of the batch and of what the host's schedule says for the epoch (`EpochInputs`: the epoch, the
+method's phase, the learning rate; so the compiled step depends on none of the run's milestones): gradients are
+averaged with `pmean` over the named axis `"batch"`, BatchNorm normalises with statistics synchronised over that
+axis, and sums (loss normaliser, per-class counts, the method's in-step statistics) are `psum`med, so every device
+ends the step with the same state and a step on D devices equals one device's step on the global batch. `mask`
+marks the real examples of an epoch's padded last batch: the loss, BatchNorm's statistics, the counts and the
+method's statistics leave the padding out, so that step is the step on its real examples alone. What the loss is, when its phases switch and what state it keeps is the `Objective`'s business; the
 step only calls it. The epoch's running sums (`TrainTotals`) stay in the state on device, so the host never waits
 for a step; they include the first step whose loss or gradient was not finite, which the loop checks whenever it
 fetches them.
@@ -71,7 +72,8 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
     """
 
-    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs) -> TrainState:
+    def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs,
+                   mask: jax.Array) -> TrainState:
         if crop_padding is not None:
             key = device_augment.step_key(state.seed, schedule.epoch, state.step)
             first = jax.lax.axis_index(AXIS) * images.shape[0]
@@ -81,9 +83,10 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         def loss_fn(params):
             outputs, updates = model.apply(
                 {"params": params["model"], "batch_stats": state.batch_stats},
-                inputs, train=True, mutable=["batch_stats"],
+                inputs, train=True, mask=mask, mutable=["batch_stats"],
             )
-            total, normalizer = objective.loss(outputs, labels, schedule.phase, state.loss_state, params["loss"])
+            total, normalizer = objective.loss(outputs, labels, schedule.phase, state.loss_state, params["loss"],
+                                               mask)
             normalizer = jax.lax.psum(normalizer, AXIS)
             # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
             return total * jax.lax.psum(1, AXIS) / normalizer, (outputs, updates, total, normalizer)
@@ -95,14 +98,14 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
                                                     learning_rate=schedule.learning_rate)
         totals = state.totals.add(
             batch_loss, objective.predict(outputs, state.loss_state), labels, state.step,
-            jnp.isfinite(batch_loss) & _all_finite(grads), axis_name=AXIS,
+            jnp.isfinite(batch_loss) & _all_finite(grads), mask=mask, axis_name=AXIS,
         )
         return state.replace(
             step=state.step + 1,
             params=optax.apply_updates(state.params, param_updates),
             batch_stats=updates["batch_stats"],
             opt_state=opt_state,
-            loss_state=objective.collect(state.loss_state, outputs, labels, schedule.phase, AXIS),
+            loss_state=objective.collect(state.loss_state, outputs, labels, schedule.phase, AXIS, mask),
             totals=totals,
         )
 
