@@ -47,8 +47,12 @@ def test_a_table_trains_its_groups_summarises_them_and_is_not_trained_again(tmp_
     assert rows["CE"]["gain"]["top1_accuracy"] == 0.0
     assert rows["LA"]["gain"]["top1_accuracy"] == rows["LA"]["metrics"]["top1_accuracy"]["mean"] - rows["CE"][
         "metrics"]["top1_accuracy"]["mean"]
+    for cell in rows["LA"]["cells"]:  # the papers' protocol, from the cell's log: its best test top-1 over epochs
+        log = [json.loads(line) for line in (tmp_path / cell["workdir"] / "log.jsonl").read_text().splitlines()]
+        assert cell["protocols"]["best_epoch_top1_accuracy"] == 100 * max(line["test"]["top1_accuracy"] for line in log)
     markdown = (tmp_path / "out" / "table.md").read_text()
     assert "| LA | " in markdown and "43.89" in markdown and "Menon et al." in markdown
+    assert "| Best epoch (optimistic) | Val-selected | Paper top-1 |" in markdown
     assert (tmp_path / "out" / "table.png").stat().st_size > 0
     capsys.readouterr()
     assert table_main.main(arguments) == 0  # resumes: every group is finished

@@ -49,8 +49,9 @@ def reference_config(
     """A config for `argument` (dataset and imbalance factor) training `loss` (a dict with the method's `name`)."""
     dataset, imbalance_factor = parse_argument(argument)
     config = ml_collections.ConfigDict()
-    # CIFAR-LT and Tiny-ImageNet-LT as the literature uses them select on the test set; ltjax reports the test
-    # set once, at the end, and these recipes hold no validation split out (set validation_per_class for one).
+    # CIFAR-LT and Tiny-ImageNet-LT as the literature uses them select on the test set; ltjax reports the final
+    # epoch's test accuracy (a table adds the best epoch's, labelled optimistic), and these recipes hold no
+    # validation split out (set validation_per_class for one).
     config.dataset = ml_collections.ConfigDict(
         {"name": dataset, "imbalance_factor": imbalance_factor, "seed": split_seed, "validation_per_class": 0}
     )

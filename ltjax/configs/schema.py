@@ -61,6 +61,8 @@ RUN_KEYS = {
     "plots": Key(True, "draw the PNG plots at the end (class distribution, per-class accuracy, confusion, curves); "
                        "report.json and the TensorBoard events are written either way"),
     "data_cache_dir": Key("", "folder of the decoded image caches (empty: $LTJAX_CACHE_DIR or ~/.cache/ltjax)"),
+    "test_every_epoch": Key(True, "evaluate the test split after every epoch too (logged beside validation): what "
+                                  "the papers' best-epoch protocol reads"),
 }
 
 SECTION_KEYS = {"model": MODEL_KEYS, "optimizer": OPTIMIZER_KEYS}
@@ -68,7 +70,7 @@ SECTIONS = ("dataset", "model", "loss", "optimizer")
 
 # Keys that may differ between an interrupted run and its resumption without changing what is computed.
 RUN_ONLY_KEYS = ("checkpoint_every_steps", "keep_checkpoints", "progress_bar", "plots", "parallel", "num_devices",
-                 "data_cache_dir")
+                 "data_cache_dir", "test_every_epoch")
 
 
 def _named_keys(section: str, name: str) -> dict[str, Key]:

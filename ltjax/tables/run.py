@@ -105,6 +105,18 @@ def _grouped(cells: list[Cell], table: Table, root: pathlib.Path, max_members: i
     return groups
 
 
+def epoch_protocols(log: pathlib.Path) -> dict[str, float | None]:
+    """Test top-1 (percent) at the epoch each of `PROTOCOLS` selects, from a run's `log.jsonl`: the best over all
+    epochs, and at the first epoch of the best validation top-1 (None where the log has no test, or no validation)."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    tested = [line for line in lines if "test" in line]
+    validated = [line for line in tested if "validation" in line]
+    best = max((line["test"]["top1_accuracy"] for line in tested), default=None)
+    selected = max(validated, key=lambda line: line["validation"]["top1_accuracy"], default=None)
+    return {"best_epoch_top1_accuracy": None if best is None else 100 * best,
+            "validation_selected_top1_accuracy": None if selected is None else 100 * selected["test"]["top1_accuracy"]}
+
+
 def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
               say: Callable[[str], None] = print) -> dict:
     """Trains every unfinished group of `table` and returns the cells' results.
@@ -140,6 +152,7 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
             else:
                 report = json.loads((folder / "report.json").read_text())
                 result["metrics"] = {key: None if report[key] is None else 100 * report[key] for key in METRICS}
+                result["protocols"] = epoch_protocols(folder / "log.jsonl")
             results.append(result)
     configs = [cell.config for group in groups for cell in group.cells]
     return {"cells": results, "seconds": seconds, "groups": len(groups),

@@ -17,6 +17,10 @@ from ltjax.keys import ConfigError
 # The report entries a table shows, and their column titles.
 METRICS = {"top1_accuracy": "Top-1", "many_shot_accuracy": "Many", "medium_shot_accuracy": "Medium",
            "few_shot_accuracy": "Few"}
+# Test top-1 at an epoch other than the last, read from the runs' logs: the best over all epochs (the papers' scripts
+# report it: selected on the test split itself, so optimistic), and the epoch the validation split selects.
+PROTOCOLS = {"best_epoch_top1_accuracy": "Top-1, best epoch (optimistic)",
+             "validation_selected_top1_accuracy": "Top-1, validation-selected epoch"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,7 @@ GAP_PANEL = "Train - validation accuracy"
 CURVE_PANELS = {
     "Loss": ("train_loss",),
     "Accuracy": ("train.top1_accuracy", "validation.top1_accuracy", "validation.many_shot_accuracy",
-                 "validation.medium_shot_accuracy", "validation.few_shot_accuracy"),
+                 "validation.medium_shot_accuracy", "validation.few_shot_accuracy", "test.top1_accuracy"),
     GAP_PANEL: ("gap.overall", "gap.many", "gap.medium", "gap.few"),
 }
 
@@ -331,11 +331,12 @@ def _train_epochs(run: _Run, state: TrainState, max_steps: int | None, interrupt
         run.check_finite(state)
         seconds = time.perf_counter() - started
         validation = evaluate(trainer, state, run.data.validation)[0] if run.data.validation is not None else None
+        test = evaluate(trainer, state, run.data.test)[0] if config.test_every_epoch else None
         totals = jax.device_get(state.totals)
         for member, log in logs.items():
             if member not in run.diverged:
-                log.append(_epoch_record(_member(totals, member), _member(validation, member), run.data, epoch,
-                                         seconds))
+                log.append(_epoch_record(_member(totals, member), _member(validation, member), _member(test, member),
+                                         run.data, epoch, seconds))
         run.save(state)
         if stop is not None:
             return _stopped(stop, (epoch + 1) * steps_per_epoch, steps_per_epoch)
@@ -358,7 +359,10 @@ def _stopped(reason: str, step: int, steps_per_epoch: int) -> None:
 
 
 def _epoch_record(totals: metrics.TrainTotals, validation_stats: metrics.EvalStats | None,
-                  data: datasets.TrainingData, epoch: int, seconds: float) -> dict:
+                  test_stats: metrics.EvalStats | None, data: datasets.TrainingData, epoch: int,
+                  seconds: float) -> dict:
+    """An epoch's line of `log.jsonl`: the training sums, and validation's and (the papers' best-epoch protocol
+    reads it) the test split's scalar metrics, where they were evaluated."""
     train = metrics.train_accuracy(totals.class_correct, totals.class_count, data.class_counts)
     record = {
         "epoch": epoch,
@@ -372,6 +376,8 @@ def _epoch_record(totals: metrics.TrainTotals, validation_stats: metrics.EvalSta
             metrics.report(validation_stats, data.class_counts, include_confusion=False))
         record["validation"] = validation
         record["gap"] = metrics.accuracy_gap(train, validation)
+    if test_stats is not None:
+        record["test"] = metrics.scalar_metrics(metrics.report(test_stats, data.class_counts, include_confusion=False))
     return record
 
 
