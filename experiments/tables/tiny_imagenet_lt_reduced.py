@@ -4,8 +4,9 @@
         --out experiments/tables/results/tiny_imagenet_lt_reduced
     python experiments/tables/posthoc.py experiments/tables/results/tiny_imagenet_lt_reduced/table.json \
         --corrections none la:1.0 la:2.0 tau_norm:1.0 iif:raw iif:smooth
-Measured on the 2-core development CPU: 23.1 min wall for the 30 cells (18.3 min for the first eight rows, then
-4.8 min for the two investigation rows, added later; their logs' epoch times sum to 21.2 min), 17 s for post-hoc.
+Measured on today's 2-core development VM: 39.4 min wall for the 30 cells (169 steps an epoch with the partial last
+batch, and the test split evaluated after every epoch for the best-epoch column), 24 s for post-hoc; an earlier,
+faster pair of cores took 23.1 min before those two changes.
 
 The real data (the official `tiny-imagenet-200` folder beside the checkout, `../shared/data`, holding the IF-100
 training subset and the complete validation folder used as the balanced test split), but a reduced recipe:
