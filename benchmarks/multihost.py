@@ -68,8 +68,9 @@ def worker(args: argparse.Namespace) -> None:
     config, _ = schema.apply_overrides(files.load_config_file(files.DEFAULT_CONFIG), [
         ("model.name", args.model), ("batch_size", str(args.batch)), ("progress_bar", "false")])
     data = datasets.get("digits").load(config.dataset)
+    # Full batches only, so that every timed step carries `--batch` images.
     pipeline = TrainPipeline(data.train, global_batch_size=args.batch, seed=0, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+                             process_count=jax.process_count(), drop_remainder=True)
     trainer = build(config, DataSpec(data.class_counts, data.image_shape, data.normalization,
                                      pipeline.steps_per_epoch(), data.crop_padding))
     batches = device_prefetch(pipeline.batches(), trainer.batch_sharding)
@@ -77,19 +78,19 @@ def worker(args: argparse.Namespace) -> None:
     state = trainer.init_state()
     first = next(batches)
     started = time.perf_counter()
-    compiled = trainer.train_step.lower(state, first.images, first.labels, schedule).compile()
+    compiled = trainer.train_step.lower(state, first.images, first.labels, schedule, first.mask).compile()
     compile_seconds = time.perf_counter() - started
     collectives = count_collectives(compiled.as_text())
     for _ in range(args.warmup):
         batch = next(batches)
-        state = trainer.train_step(state, batch.images, batch.labels, schedule)
+        state = trainer.train_step(state, batch.images, batch.labels, schedule, batch.mask)
     jax.block_until_ready(state)
     rates = []
     for _ in range(args.repeats):
         started = time.perf_counter()
         for _ in range(args.steps):
             batch = next(batches)
-            state = trainer.train_step(state, batch.images, batch.labels, schedule)
+            state = trainer.train_step(state, batch.images, batch.labels, schedule, batch.mask)
         jax.block_until_ready(state)
         rates.append(args.steps * args.batch / (time.perf_counter() - started))
     batches.close()
