@@ -52,7 +52,7 @@ def count_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
 
 def worker(args: argparse.Namespace) -> None:
     """One process of a layout (the script re-run with --worker)."""
-    from ltjax.train import multihost
+    from ltjax import multihost
 
     if args.num_processes > 1:
         multihost.initialize(args.coordinator_address, args.num_processes, args.process_id)

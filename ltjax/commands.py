@@ -5,7 +5,7 @@
 | 0 | done |
 | 1 | a bug (in ltjax or a library under it): Python's traceback, to report |
 | 2 | the command cannot do what it was asked: one message says what, where and how to fix it (a config, a data folder or file, a checkpoint, a busy, read-only or full workdir, a run that diverged) |
-| 69 | another process of a run across processes stopped (`ltjax.train.multihost`) |
+| 69 | another process of a run across processes stopped (`ltjax.multihost`) |
 | 75 | stopped by SIGTERM or SIGINT after a checkpoint: the same command resumes |
 
 `--debug` (on any command) or the environment variable `LTJAX_DEBUG=1` shows the traceback behind a message too.
@@ -17,7 +17,8 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from ltjax import disk
+from ltjax import disk, multihost
+from ltjax.errors import UserError
 
 EXIT_USER_ERROR = 2
 
@@ -27,24 +28,9 @@ def add_debug_flag(parser) -> None:
                         help="show the traceback behind an error message (also: LTJAX_DEBUG=1)")
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that describe a problem the user can fix, whose message is the whole story."""
-    from ltjax.data.cache import StaleCacheError
-    from ltjax.data.splits import ManifestError
-    from ltjax.data.verify import DataError
-    from ltjax.keys import ConfigError
-    from ltjax.train.checkpoint import CheckpointError
-    from ltjax.train.loop import NonFiniteError
-    from ltjax.train.workdir import WorkdirBusyError
-
-    return (ConfigError, DataError, ManifestError, StaleCacheError, CheckpointError, NonFiniteError,
-            WorkdirBusyError, FileNotFoundError)
-
-
 def run(program: str, main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
-    """`main(argv)`'s exit code, with the errors above turned into one line on stderr (see the module docstring)."""
-    from ltjax.train import multihost
-
+    """`main(argv)`'s exit code, with the errors above turned into one line on stderr (see the module docstring):
+    a `UserError` (or a missing file) is its message, a write the disk refused says what to do."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("LTJAX_DEBUG", "") not in ("", "0")
 
@@ -55,7 +41,7 @@ def run(program: str, main: Callable[[list[str]], int], argv: Sequence[str] | No
             print(f"{program}: {multihost.label()}{stop}", file=sys.stderr)
             return multihost.EXIT_INTERRUPTED
         except Exception as error:
-            if isinstance(error, user_errors()):
+            if isinstance(error, (UserError, FileNotFoundError)):
                 message = str(error)
             elif isinstance(error, OSError) and error.errno in disk.REMEDIES:
                 message = disk.describe(error)

@@ -20,12 +20,14 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
+from ltjax.errors import UserError
+
 KINDS = ("number", "static", "epoch")
 # Seeds enter the train state as int32 and NumPy's generators as non-negative integers.
 SEED_MAX = 2**31 - 1
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run as written: an unknown key, a bad value, a phase outside the run."""
 
 

@@ -45,14 +45,13 @@ import jax
 import numpy as np
 import pytest
 
-from ltjax import commands, datasets
+from ltjax import commands, datasets, multihost
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.configs import schema
 from ltjax.keys import ConfigError
 from ltjax.data.pipeline import TrainPipeline
 from ltjax.data.splits import SplitManifest
 from ltjax.train import main as train_main
-from ltjax.train import multihost
 from ltjax.train.build import DataSpec, build
 from ltjax.train.checkpoint import Checkpointer, CheckpointError, state_digest
 from ltjax.train.loop import NonFiniteError, train_and_evaluate

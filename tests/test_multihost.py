@@ -24,9 +24,9 @@ import time
 import numpy as np
 import pytest
 
+from ltjax import multihost
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.train import main as train_main
-from ltjax.train import multihost
 from ltjax.train.loop import train_ensemble
 
 from runs import SMOKE_ARGS, digits_config, workdir_locked_elsewhere
@@ -43,7 +43,7 @@ ENSEMBLE = [[["num_epochs", "3"], ["seed", "0"]],
             [["num_epochs", "3"], ["seed", "1"], ["loss.name", "ffds"], ["loss.ffds_start", "1"]]]
 ENSEMBLE_DRIVER = """
 import argparse, json
-from ltjax.train import multihost
+from ltjax import multihost
 parser = argparse.ArgumentParser()
 parser.add_argument("workdir")
 parser.add_argument("members")
@@ -237,7 +237,7 @@ def test_a_table_across_processes_gives_the_single_process_table(tmp_path):
 FEATURES_DRIVER = """
 import argparse
 import numpy as np
-from ltjax.train import multihost
+from ltjax import multihost
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
 multihost.add_flags(parser)

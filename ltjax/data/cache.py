@@ -32,11 +32,12 @@ import numpy as np
 
 from ltjax.data.source import ArraySource, ImageSource
 from ltjax.data.verify import checked_images, file_sizes
+from ltjax.errors import UserError
 
 FORMAT_VERSION = 2
 
 
-class StaleCacheError(ValueError):
+class StaleCacheError(UserError, ValueError):
     """The cache on disk was built from a different source (or is incomplete)."""
 
 

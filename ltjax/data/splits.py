@@ -19,13 +19,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ltjax.data.source import ImageSource
+from ltjax.errors import UserError
 
 SELECTION_ORDERS = ("shuffle", "first")
 _MANIFEST_FORMAT = "ltjax.split_manifest"
 _MANIFEST_VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A split manifest is corrupt, was edited after it was written, or does not fit the dataset copy."""
 
 

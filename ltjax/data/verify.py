@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from ltjax.data.augment import ResizeCenterCrop
 from ltjax.data.source import ImageSource
+from ltjax.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad files of a split (missing, undecodable, of the wrong shape): every one found, the first few named.
 
     Attributes:

@@ -17,8 +17,7 @@ import shlex
 import sys
 import time
 
-from ltjax import commands
-from ltjax.train import multihost
+from ltjax import commands, multihost
 
 
 def main(argv: list[str] | None = None) -> int:

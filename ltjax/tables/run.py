@@ -16,10 +16,9 @@ from typing import Callable
 
 import ml_collections
 
-from ltjax import methods
+from ltjax import methods, multihost
 from ltjax.configs import schema
 from ltjax.tables.spec import METRICS, Row, Table
-from ltjax.train import multihost
 from ltjax.train.build import SHARED_KEYS
 from ltjax.train.loop import train_ensemble
 

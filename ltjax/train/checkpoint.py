@@ -25,8 +25,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ltjax import disk
-from ltjax.train import multihost
+from ltjax import disk, multihost
+from ltjax.errors import UserError
 from ltjax.train.state import TrainState
 
 _ORBAX_LOGGERS = ("absl", "orbax", "jax._src.distributed", "tensorstore")
@@ -34,7 +34,7 @@ _ORBAX_LOGGERS = ("absl", "orbax", "jax._src.distributed", "tensorstore")
 _FILES_OVERHEAD_BYTES = 256 * 1024
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be restored into this run."""
 
 

@@ -20,10 +20,9 @@ import argparse
 import json
 import sys
 
-from ltjax import commands
+from ltjax import commands, multihost
 from ltjax.configs import files
 from ltjax.keys import ConfigError
-from ltjax.train import multihost
 
 CORRECTION_NAMES = ("none", "la", "tau_norm", "iif")
 SPLITS = ("test", "validation", "train")

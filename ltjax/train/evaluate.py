@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltjax import datasets, metrics, plots, posthoc
+from ltjax import datasets, metrics, multihost, plots, posthoc
 from ltjax.configs import schema
 from ltjax.keys import ConfigError
 from ltjax.data.pipeline import TrainPipeline, eval_batches
@@ -25,7 +25,6 @@ from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
 from ltjax.models import ModelOutput
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble
-from ltjax.train import multihost
 from ltjax.train.checkpoint import Checkpointer, CheckpointError
 from ltjax.train.state import TrainState
 

@@ -12,7 +12,7 @@ stops a single run before anything computed from it is saved (`NonFiniteError`);
 diverged (`members/<k>/diverged.json`, no report) and the others train on, untouched. SIGTERM or SIGINT stops the run
 at a step with a checkpoint there (`multihost.Interrupted`); running it again resumes from that step.
 
-Across processes (`ltjax.train.multihost`) every process runs this same loop over one global mesh, reading only its
+Across processes (`ltjax.multihost`) every process runs this same loop over one global mesh, reading only its
 share of each global batch; process 0 alone holds the workdir lock and writes the run's files (config, plan,
 provenance, logs, TensorBoard events, reports, plots), checkpoints are saved and restored by all (orbax), and every
 decision that could differ (a config error, a damaged checkpoint, where to stop) is taken together.
@@ -37,12 +37,12 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from ltjax import datasets, methods, metrics, plots
+from ltjax import datasets, methods, metrics, multihost, plots
 from ltjax.configs import schema
+from ltjax.errors import UserError
 from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
-from ltjax.train import multihost
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan
 from ltjax.train.checkpoint import Checkpointer
 from ltjax.train.stages import start_from_first_stage
@@ -60,7 +60,7 @@ CURVE_PANELS = {
 }
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """The loss or a gradient stopped being finite: the run diverged."""
 
 

@@ -19,10 +19,9 @@ import argparse
 import pathlib
 import sys
 
-from ltjax import commands
+from ltjax import commands, multihost
 from ltjax.configs import files, schema
 from ltjax.keys import ConfigError
-from ltjax.train import multihost
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ fetches them.
 
 `data_parallel` runs such a function over the devices through `jax.shard_map` under `jax.jit` (the default) or
 through `jax.pmap`; arguments are placed by partition specs over a 1-D mesh with axis `"batch"`. Across processes
-(`ltjax.train.multihost`) the mesh holds every process's devices, the batch arrives as one global array assembled
+(`ltjax.multihost`) the mesh holds every process's devices, the batch arrives as one global array assembled
 from each process's share (`ltjax.data.device_prefetch`), and the collectives span the processes: the same program,
 with a device assignment over hosts (only `shard_map`; `pmap` maps one process's devices).
 """

@@ -29,6 +29,7 @@ from typing import Iterator, Mapping
 import ml_collections
 
 from ltjax.configs import schema
+from ltjax.errors import UserError
 from ltjax.keys import ConfigError
 from ltjax.data.splits import ManifestError, SplitManifest
 
@@ -36,7 +37,7 @@ _PACKAGES = ("ltjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "num
              "ml_collections", "scikit-learn")
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(UserError, RuntimeError):
     """Another run holds the workdir."""
 
 
