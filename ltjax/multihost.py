@@ -41,7 +41,7 @@ from ltjax.keys import ConfigError
 
 T = TypeVar("T")
 
-# Exit codes of the command-line tools beyond 0 (done) and 1 (an error): each asks to run the same command again.
+# Exit codes of the command-line tools besides those of `ltjax.commands`: each asks to run the same command again.
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT with a checkpoint at that step
 EXIT_PEER_LOST = 69  # EX_UNAVAILABLE: another process of the run died
 PEER_TIMEOUT_S = 20.0
@@ -109,6 +109,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_primary() -> bool:
     """Whether this is process 0, which writes the run's files."""
     return jax.process_index() == 0
+
+
+def primary_only(say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` on process 0, and nothing on the others: a note the run prints once."""
+    return say if is_primary() else (lambda _: None)
 
 
 def label() -> str:

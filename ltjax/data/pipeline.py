@@ -161,6 +161,13 @@ class _BatchLoader:
 Job = tuple[np.ndarray, np.ndarray, int, int]  # (global indices, global mask, epoch, step)
 
 
+def _padded_batch(step: int, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(positions, mask)` of global batch `step` of `size` over `length` examples: positions past the last one repeat
+    it, and `mask` is False on them."""
+    positions = np.arange(step * size, (step + 1) * size)
+    return np.minimum(positions, length - 1), positions < length
+
+
 # The loader of a worker process, set once by the pool's initializer so that jobs carry only indices.
 _process_loader: _BatchLoader | None = None
 
@@ -280,14 +287,11 @@ class TrainPipeline:
 
     def _jobs(self, start_epoch: int, start_step: int, end_epoch: int | None) -> Iterator[Job]:
         epoch, first_step = start_epoch, start_step
-        size = self.global_batch_size
         while end_epoch is None or epoch < end_epoch:
             order = self.epoch_order(epoch)
             for step in range(first_step, self._steps(len(order), epoch)):
-                indices = order[step * size: (step + 1) * size]
-                mask = np.arange(size) < len(indices)
-                padded = np.concatenate([indices, np.full(size - len(indices), indices[-1])])
-                yield padded, mask, epoch, step
+                positions, mask = _padded_batch(step, self.global_batch_size, len(order))
+                yield order[positions], mask, epoch, step
             epoch, first_step = epoch + 1, 0
 
     def batches(self, *, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> Iterator[Batch]:
@@ -343,13 +347,7 @@ def eval_batches(
     if size == 0:
         raise ValueError("the evaluation source is empty")
     steps = -(-size // global_batch_size)
-    padded = np.minimum(np.arange(steps * global_batch_size), size - 1)
-    valid = np.arange(steps * global_batch_size) < size
-    jobs = (
-        (padded[step * global_batch_size: (step + 1) * global_batch_size],
-         valid[step * global_batch_size: (step + 1) * global_batch_size], 0, step)
-        for step in range(steps)
-    )
+    jobs = ((*_padded_batch(step, global_batch_size, size), 0, step) for step in range(steps))
     load = _BatchLoader(source, transform, 0, process_index, process_count)
     _check_workers(load, num_workers, prefetch, worker_processes)
     return _prefetched(jobs, load, num_workers, prefetch, worker_processes)

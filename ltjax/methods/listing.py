@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ltjax import commands
 from ltjax.methods import METHODS, Method, get
 
 
@@ -46,7 +47,6 @@ def describe(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`ltjax-methods` on `argv` (default: the command line); its exit code (`ltjax.commands`)."""
-    from ltjax import commands
 
     def listing(arguments: list[str]) -> int:
         parser = argparse.ArgumentParser(prog="ltjax-methods",

@@ -1,6 +1,7 @@
 """Backbones and classifier heads for long-tailed recognition (Flax Linen, used functionally).
 
-Return convention: every model's `__call__(x, train)` takes NHWC images `[B, H, W, 3]` and returns
+Return convention: every model's `__call__(x, train, mask=None)` takes NHWC images `[B, H, W, 3]` (in training,
+`mask [B]` marks the examples BatchNorm takes its statistics over: a padded last batch's real ones) and returns
 `ModelOutput(logits, features)`, a NamedTuple (so also a plain `(logits, features)` pair and a pytree):
 
 - `logits`: `[B, C]` float32 (cosines in [-1, 1] for head="normed");

@@ -125,7 +125,7 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
       groups run now, "total_seconds": the training time of every group, whenever it ran, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
     """
     groups = plan_groups(table, pathlib.Path(root), max_members)
-    say = say if multihost.is_primary() else (lambda _: None)
+    say = multihost.primary_only(say)
     seconds = 0.0
     for index, group in enumerate(groups):
         labels = sorted({cell.row.label for cell in group.cells})

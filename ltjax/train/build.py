@@ -310,14 +310,16 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
 def _all_real_by_default(train_step: Callable) -> Callable:
     """`train_step(state, images, labels, schedule, mask=None)`: without a mask, every example is real."""
 
-    def all_real(labels):
-        return jnp.ones_like(labels, dtype=bool) if isinstance(labels, jax.Array) else np.ones(np.shape(labels), bool)
+    def arguments(state, images, labels, schedule, mask=None) -> tuple:
+        if mask is None:
+            mask = (jnp.ones_like(labels, dtype=bool) if isinstance(labels, jax.Array)
+                    else np.ones(np.shape(labels), bool))
+        return state, images, labels, schedule, mask
 
-    def step(state, images, labels, schedule, mask=None):
-        return train_step(state, images, labels, schedule, all_real(labels) if mask is None else mask)
+    def step(*args, **kwargs):
+        return train_step(*arguments(*args, **kwargs))
 
-    step.lower = lambda state, images, labels, schedule, mask=None: train_step.lower(
-        state, images, labels, schedule, all_real(labels) if mask is None else mask)
+    step.lower = lambda *args, **kwargs: train_step.lower(*arguments(*args, **kwargs))
     return step
 
 

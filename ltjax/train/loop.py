@@ -232,15 +232,11 @@ def _fingerprint_of(record: dict) -> str:
     return schema.fingerprint(ml_collections.ConfigDict(record))
 
 
-def _silent(_: str) -> None:
-    pass
-
-
 def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, extend: bool,
            say) -> list[dict | None] | None:
     configs = [schema.resolve(config) for config in configs]
     config = configs[0]
-    say = say if multihost.is_primary() else _silent
+    say = multihost.primary_only(say)
     folder = Workdir(workdir)
     with contextlib.ExitStack() as held:
         multihost.on_primary(lambda: held.enter_context(folder.lock()))
@@ -371,13 +367,14 @@ def _epoch_record(totals: metrics.TrainTotals, validation_stats: metrics.EvalSta
         "seconds": seconds,
         "train_images_per_second": float(np.sum(totals.class_count)) / seconds,
     }
+    def scalars(stats: metrics.EvalStats) -> dict:
+        return metrics.scalar_metrics(metrics.report(stats, data.class_counts, include_confusion=False))
+
     if validation_stats is not None:
-        validation = metrics.scalar_metrics(
-            metrics.report(validation_stats, data.class_counts, include_confusion=False))
-        record["validation"] = validation
-        record["gap"] = metrics.accuracy_gap(train, validation)
+        record["validation"] = scalars(validation_stats)
+        record["gap"] = metrics.accuracy_gap(train, record["validation"])
     if test_stats is not None:
-        record["test"] = metrics.scalar_metrics(metrics.report(test_stats, data.class_counts, include_confusion=False))
+        record["test"] = scalars(test_stats)
     return record
 
 

@@ -5,12 +5,12 @@ device's shard of the batch and of what the host's schedule says for the epoch (
 method's phase, the learning rate; so the compiled step depends on none of the run's milestones): gradients are
 averaged with `pmean` over the named axis `"batch"`, BatchNorm normalises with statistics synchronised over that
 axis, and sums (loss normaliser, per-class counts, the method's in-step statistics) are `psum`med, so every device
-ends the step with the same state and a step on D devices equals one device's step on the global batch. `mask`
-marks the real examples of an epoch's padded last batch: the loss, BatchNorm's statistics, the counts and the
-method's statistics leave the padding out, so that step is the step on its real examples alone. What the loss is, when its phases switch and what state it keeps is the `Objective`'s business; the
-step only calls it. The epoch's running sums (`TrainTotals`) stay in the state on device, so the host never waits
-for a step; they include the first step whose loss or gradient was not finite, which the loop checks whenever it
-fetches them.
+ends the step with the same state and a step on D devices equals one device's step on the global batch. `mask` marks
+the real examples of an epoch's padded last batch: the loss, BatchNorm's statistics, the counts and the method's
+statistics leave the padding out, so that step is the step on its real examples alone. What the loss is, when its
+phases switch and what state it keeps is the `Objective`'s business; the step only calls it. The epoch's running
+sums (`TrainTotals`) stay in the state on device, so the host never waits for a step; they include the first step
+whose loss or gradient was not finite, which the loop checks whenever it fetches them.
 
 `data_parallel` runs such a function over the devices through `jax.shard_map` under `jax.jit` (the default) or
 through `jax.pmap`; arguments are placed by partition specs over a 1-D mesh with axis `"batch"`. Across processes
