@@ -11,6 +11,11 @@ share of each global batch from the real pipeline (`TrainPipeline` -> `device_pr
     state is ready), `--repeats` times; the table gives the median window's global images/s.
 Process 0 prints one JSON line per layout; the table follows. `--platform gpu` gives each process D GPUs of its own
 (CUDA_VISIBLE_DEVICES) instead of fake CPU devices.
+
+`--train-runs` instead trains a whole run in each layout, `ltjax-train` as README's "Beyond one machine" starts it
+(the default digits run, or the config of `--run-args`), and compares each layout's report and log with the first
+layout's: top-1, calibration error, the confusion entries that differ, the largest relative difference of an
+epoch's training loss.
 """
 from __future__ import annotations
 
@@ -24,7 +29,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+
+import numpy as np
 
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1])]
 
@@ -110,7 +118,24 @@ def _free_port() -> int:
 
 
 def run_layout(processes: int, devices: int, args: argparse.Namespace) -> dict:
-    """Starts the layout's processes, waits for them (bounded), and returns process 0's result."""
+    """Times the step in a layout: process 0's result."""
+    outputs = _run_processes(processes, devices, args, lambda index, port: [
+        sys.executable, __file__, "--worker", "--num_processes", str(processes), "--process_id", str(index),
+        "--coordinator_address", f"127.0.0.1:{port}", *_shared_arguments(args)])
+    return json.loads([line for line in outputs[0].splitlines() if line.startswith("{")][-1])
+
+
+def train_layout(processes: int, devices: int, args: argparse.Namespace, workdir: pathlib.Path) -> pathlib.Path:
+    """Trains the run of `--run-args` in a layout, as `ltjax-train` across processes does: its workdir."""
+    _run_processes(processes, devices, args, lambda index, port: [
+        sys.executable, "-m", "ltjax", f"--workdir={workdir}", "--config.progress_bar=false", *args.run_args.split(),
+        *([f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}", f"--process_id={index}"]
+          if processes > 1 else [])])
+    return workdir
+
+
+def _run_processes(processes: int, devices: int, args: argparse.Namespace, command_of) -> list[str]:
+    """Starts `command_of(index, port)` for each process of a layout, waits for them (bounded): their outputs."""
     port = _free_port()
     children = []
     for index in range(processes):
@@ -122,10 +147,8 @@ def run_layout(processes: int, devices: int, args: argparse.Namespace) -> dict:
                        XLA_FLAGS=" ".join([*flags, f"--xla_force_host_platform_device_count={devices}"]))
         else:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index * devices + k) for k in range(devices))
-        command = [sys.executable, __file__, "--worker", "--num_processes", str(processes), "--process_id",
-                   str(index), "--coordinator_address", f"127.0.0.1:{port}", *_shared_arguments(args)]
-        children.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True))
+        children.append(subprocess.Popen(command_of(index, port), env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True))
     try:
         outputs = [child.communicate(timeout=args.timeout) for child in children]
     finally:
@@ -135,7 +158,25 @@ def run_layout(processes: int, devices: int, args: argparse.Namespace) -> dict:
     for child, (_, errors) in zip(children, outputs):
         if child.returncode != 0:
             raise SystemExit(f"layout {processes}x{devices} failed:\n{errors[-3000:]}")
-    return json.loads([line for line in outputs[0][0].splitlines() if line.startswith("{")][-1])
+    return [output for output, _ in outputs]
+
+
+def _run_comparison(layouts: list[str], workdirs: list[pathlib.Path]) -> str:
+    """Each layout's report and log against the first layout's."""
+    def read(workdir):
+        log = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines()]
+        return json.loads((workdir / "report.json").read_text()), [line["train_loss"] for line in log]
+
+    (first, first_losses), lines = read(workdirs[0]), [
+        "| layout | top-1 | ECE | confusion entries unlike the first layout's | largest relative loss difference |",
+        "|---|---:|---:|---:|---:|"]
+    for layout, workdir in zip(layouts, workdirs):
+        report, losses = read(workdir)
+        differing = int((np.asarray(report["confusion"]) != np.asarray(first["confusion"])).sum())
+        loss_gap = max(abs(a - b) / abs(b) for a, b in zip(losses, first_losses))
+        lines.append(f"| {layout} | {100 * report['top1_accuracy']:.2f} | {report['ece']:.5f} | {differing} | "
+                     f"{loss_gap:.1e} |")
+    return "\n".join(lines)
 
 
 def _shared_arguments(args: argparse.Namespace) -> list[str]:
@@ -166,6 +207,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds a layout may take")
+    parser.add_argument("--train-runs", action="store_true", help="train a whole run per layout and compare them")
+    parser.add_argument("--run-args", default="", help="ltjax-train's arguments for --train-runs (default: none)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--coordinator_address", help=argparse.SUPPRESS)
     parser.add_argument("--num_processes", type=int, default=1, help=argparse.SUPPRESS)
@@ -174,8 +217,15 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    layouts = args.layouts.split(",")
+    if args.train_runs:
+        with tempfile.TemporaryDirectory() as folder:
+            workdirs = [train_layout(*map(int, layout.split("x")), args, pathlib.Path(folder) / layout)
+                        for layout in layouts]
+            print(_run_comparison(layouts, workdirs))
+        return
     results = []
-    for layout in args.layouts.split(","):
+    for layout in layouts:
         processes, devices = map(int, layout.split("x"))
         results.append(run_layout(processes, devices, args))
         print(json.dumps(results[-1]), flush=True)
