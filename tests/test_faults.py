@@ -566,6 +566,8 @@ def test_a_second_stage_needs_a_finished_first_stage_or_a_step_named_on_purpose(
     with pytest.raises(ConfigError, match=r"has not finished \(its newest checkpoint is step 10: it was stopped.*"
                                           r"--config\.loss\.init_step=<step> \(its newest: 10\)"):
         train_and_evaluate(_second_stage(stopped), tmp_path / "crt", say=quiet)
+    with pytest.raises(CheckpointError, match=r"no checkpoint step 9 in .*; it holds steps \[8, 10\]"):
+        train_and_evaluate(_second_stage(stopped, ("loss.init_step", "9")), tmp_path / "crt-9", say=quiet)
     said = []
     assert train_and_evaluate(_second_stage(stopped, ("loss.init_step", "8")), tmp_path / "crt-8", say=said.append)
     assert f"start    from {stopped}, step 8" in said[0]
