@@ -4,11 +4,11 @@ For each stride-1 layer shape of ResNet-32 at batch 128 (32x32 with 16 channels,
 the three convolutions of a layer's train step separately, float32, padding 1, no bias: the forward convolution,
 the input gradient and the kernel gradient for a given output gradient (also as the sum of 16-example chunks, what
 `ltjax.models.convolution` computes on CPU). Last, the time these convolutions alone take in one ResNet-32 step:
-when XLA's exceeds PyTorch's whole step, XLA:CPU's convolution is the floor of the train step. XLA: `jax.lax.conv_general_dilated` in
-NHWC (what `flax.linen.Conv` emits) and its `jax.vjp`, under `jax.jit`; PyTorch: `torch.nn.functional.conv2d` in
-NCHW (the reference's layout) and `torch.ops.aten.convolution_backward`, the kernel autograd calls. Every
-contestant runs in its own process, on the same CPUs with the same thread count, in interleaved windows
-(`benchmarks/interleave.py`).
+when XLA's exceeds PyTorch's whole step, XLA:CPU's convolution is the floor of the train step. XLA:
+`jax.lax.conv_general_dilated` in NHWC (what `flax.linen.Conv` emits) and its `jax.vjp`, under `jax.jit`; PyTorch:
+`torch.nn.functional.conv2d` in NCHW (the reference's layout) and `torch.ops.aten.convolution_backward`, the kernel
+autograd calls. Every contestant runs in its own process, on the same CPUs with the same thread count, in
+interleaved windows (`benchmarks/interleave.py`).
 
     python benchmarks/conv_vs_torch.py [--threads 2] [--windows 9] [--steps 10]
         [--xla-flags --xla_cpu_experimental_ynn_fusion_type=-individual_convolution]

@@ -30,7 +30,6 @@ import numpy as np
 
 from ltjax.testing import ALL, make_problem
 
-
 TORCH_ROW = "PyTorch cross_entropy"
 
 

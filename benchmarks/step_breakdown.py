@@ -100,7 +100,6 @@ def torch_part(part: str, dtype: str, batch_size: int, threads: int):
     import numpy as np
     import torch
     import torch.nn.functional as F
-
     import torch_resnet
 
     torch.set_num_threads(threads)
@@ -269,8 +268,8 @@ def main() -> None:
         interleave.run(contestants, windows=args.windows, steps=args.steps)
         milliseconds = [1e3 * c.median_step_seconds() for c in contestants]
         if len(milliseconds) == 2:
-            print(f"| {part} | {milliseconds[0]:.1f} | {milliseconds[1]:.1f} | {milliseconds[0] / milliseconds[1]:.2f} |",
-                  flush=True)
+            print(f"| {part} | {milliseconds[0]:.1f} | {milliseconds[1]:.1f} | "
+                  f"{milliseconds[0] / milliseconds[1]:.2f} |", flush=True)
         else:
             print(f"| {part} | {milliseconds[0]:.1f} | | |", flush=True)
     print(f"load average at end {interleave.load_average():.2f}")

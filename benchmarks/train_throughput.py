@@ -189,7 +189,6 @@ def ltjax_worker(loss_name: str, dtype: str, batch_size: int):
 def torch_worker(loss_name: str, dtype: str, batch_size: int, threads: int, device: str):
     import numpy as np
     import torch
-
     import torch_resnet
 
     torch.set_num_threads(threads)
@@ -260,8 +259,8 @@ def main() -> None:
     if not args.no_torch and torch_available():
         frameworks["PyTorch"] = ("torch", {})
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.threads} threads per "
-          f"contestant; steps on the {args.device}; batch {args.batch}; median of {args.windows} windows of {args.steps} steps; load average "
-          f"at start {interleave.load_average():.2f}")
+          f"contestant; steps on the {args.device}; batch {args.batch}; median of {args.windows} windows of "
+          f"{args.steps} steps; load average at start {interleave.load_average():.2f}")
     if args.xla_flags:
         print(f"'ltjax, XLA_FLAGS' runs with XLA_FLAGS={args.xla_flags}")
     names = list(frameworks)
@@ -285,7 +284,8 @@ def main() -> None:
             interleave.run(contestants, windows=args.windows, steps=args.steps)
             rates = {c.name: args.batch / c.median_step_seconds() for c in contestants}
             cells = [loss_name, dtype] + [
-                f"{rates[c.name]:,.0f} ({args.batch / max(c.wall_seconds):,.0f}-{args.batch / min(c.wall_seconds):,.0f})"
+                f"{rates[c.name]:,.0f} "
+                f"({args.batch / max(c.wall_seconds):,.0f}-{args.batch / min(c.wall_seconds):,.0f})"
                 for c in contestants
             ]
             cells += [f"{rates[n] / rates['PyTorch']:.2f}" for n in ratio_names]
@@ -303,10 +303,10 @@ def main() -> None:
               f"{info['first_eval_step_seconds']:.1f} | {info['recompilations_across_phases']} |")
     print()
     for name, info in notes.items():
-        print(f"{name}: {info['framework']} on {info['device']}; ResNet-32 (linear head, C={NUM_CLASSES}) {info['parameters']:,} "
-              f"parameters, conv+matmul GFLOP per batch: forward {info['forward_flops'] / 1e9:.2f}, forward + "
-              f"backward {info['step_flops'] / 1e9:.2f}; busy cores while stepping (CPU / wall time) "
-              f"{min(busy_cores[name]):.2f}-{max(busy_cores[name]):.2f}")
+        print(f"{name}: {info['framework']} on {info['device']}; ResNet-32 (linear head, C={NUM_CLASSES}) "
+              f"{info['parameters']:,} parameters, conv+matmul GFLOP per batch: forward "
+              f"{info['forward_flops'] / 1e9:.2f}, forward + backward {info['step_flops'] / 1e9:.2f}; busy cores "
+              f"while stepping (CPU / wall time) {min(busy_cores[name]):.2f}-{max(busy_cores[name]):.2f}")
     print(f"load average at end {interleave.load_average():.2f}")
 
 

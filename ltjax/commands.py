@@ -1,12 +1,16 @@
 """How every ltjax command ends: its exit code, and an error the user can act on as one message.
 
+Exit codes::
+
 | exit | meaning |
 |---|---|
 | 0 | done |
 | 1 | a bug (in ltjax or a library under it): Python's traceback, to report |
-| 2 | the command cannot do what it was asked: one message says what, where and how to fix it (a config, a data folder or file, a checkpoint, a busy, read-only or full workdir, a run that diverged) |
+| 2 | the command cannot do what it was asked: one message says what, where and how to fix it (see below) |
 | 69 | another process of a run across processes stopped (`ltjax.multihost`) |
 | 75 | stopped by SIGTERM or SIGINT after a checkpoint: the same command resumes |
+
+Exit 2 is for a config, a data folder or file, a checkpoint, a busy, read-only or full workdir, or a run that diverged.
 
 `--debug` (on any command) or the environment variable `LTJAX_DEBUG=1` shows the traceback behind a message too.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ltjax import disk, multihost
 from ltjax.errors import UserError

@@ -10,19 +10,24 @@ digit changes it), pad-4 crop + flip for CIFAR, pad-8 crop + flip at 64 px for T
 """
 from __future__ import annotations
 
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
 
-from ltjax.keys import SEED_MAX, ConfigError, Key, nearest, number
 from ltjax.data import augment, samplers
-from ltjax.data.prepare import prepare_split
 from ltjax.data.digits import load_digits_lt
+from ltjax.data.prepare import prepare_split
 from ltjax.data.source import ImageSource
 from ltjax.data.splits import SplitManifest
 from ltjax.data.tiny_imagenet import load_tiny_imagenet
+from ltjax.keys import SEED_MAX, ConfigError, Key, nearest, number
 
 SAMPLERS = ("instance", "class_balanced", "square_root", "progressive", "oversample", "undersample")
 
@@ -67,7 +72,7 @@ class TrainingData:
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train[0][0].shape)
 
-    def prepared(self, *, dataset: str, cache_dir: str | None) -> "TrainingData":
+    def prepared(self, *, dataset: str, cache_dir: str | None) -> TrainingData:
         """Every split checked before training, file splits decoded once into the uint8 cache (`prepare_split`).
 
         Raises:

@@ -10,14 +10,14 @@ training mode during validation), so its group means are mostly test-set statist
 """
 from __future__ import annotations
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
+from ltjax._pytree import pytree_dataclass, static_field
 from ltjax.losses.ffds import PROBABILITY_CLIP
 
 
-@flax.struct.dataclass
+@pytree_dataclass
 class DynaSmoothState:
     """Attributes:
       group_of_class: `[C]` int32 frequency group of each class (`ClassStats.group_of_class`).
@@ -33,7 +33,7 @@ class DynaSmoothState:
     example_counts: jax.Array
     group_means: jax.Array
     has_means: jax.Array
-    num_groups: int = flax.struct.field(pytree_node=False)
+    num_groups: int = static_field()
 
 
 def init(group_of_class: jax.Array, num_groups: int) -> DynaSmoothState:

@@ -13,22 +13,23 @@ ensembles may vary it:
 """
 from __future__ import annotations
 
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 import dataclasses
 import difflib
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 
-from ltjax.errors import UserError
+from ltjax.errors import ConfigError
 
 KINDS = ("number", "static", "epoch")
 # Seeds enter the train state as int32 and NumPy's generators as non-negative integers.
 SEED_MAX = 2**31 - 1
-
-
-class ConfigError(UserError, ValueError):
-    """A config that cannot run as written: an unknown key, a bad value, a phase outside the run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,9 @@ def signature_defaults(fn: Callable, helps: Mapping[str, str], *, static: tuple[
             raise ValueError(f"{fn.__name__} has no default for {name!r}")
         if name in static:
             keys[name] = Key(default, help_text, "static", (choices or {}).get(name))
+        elif isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise ValueError(f"{fn.__name__}'s {name!r} defaults to {default!r}, not a number: a key that picks a "
+                             f"code path is static; add {name!r} to signature_defaults(..., static=(...))")
         else:
             keys[name] = number(default, help_text)
     return keys

@@ -31,7 +31,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -232,7 +233,7 @@ class Interruption:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "Interruption":
+    def __enter__(self) -> Interruption:
         if threading.current_thread() is not threading.main_thread():
             return self
         if jax.process_count() > 1:

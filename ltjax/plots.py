@@ -7,10 +7,15 @@ Every function takes data and an output path, creates the parent folder, writes 
 """
 from __future__ import annotations
 
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 import json
 import math
 import pathlib
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np

@@ -12,7 +12,7 @@ normalised weights' dot product with the features, without the bias, so it needs
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def logit_adjustment(outputs: Outputs, head: dict, class_counts: np.ndarray, tau
 
 
 def tau_normalization(outputs: Outputs, head: dict, class_counts: np.ndarray, tau: float) -> np.ndarray:
-    """`features . w_c / ||w_c||^tau` with the linear head's kernel `[D, C]` (columns are class weights)."""
+    """`dot(features, w_c) / ||w_c||^tau` with the linear head's kernel `[D, C]` (columns are class weights)."""
     if "bias" not in head or "kernel" not in head:
         raise ValueError("tau-normalisation rescales a linear head's class weights; this model's head has "
                          f"parameters {sorted(head)} (train with --config.model.head=linear)")

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ltjax.keys import ConfigError
+from ltjax.errors import ConfigError
 from ltjax.losses.class_vectors import class_balanced_weights
 
 # Fractions such as 0.7 are not exact in binary; the slack keeps floor(0.7 * 20) at 14, not 13.

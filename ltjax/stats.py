@@ -5,13 +5,13 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ltjax._pytree import pytree_dataclass, static_field
 from ltjax.losses._checks import check_counts
 
 # The usual long-tail split (Liu et al., OLTR, 2019): many > 100 training images, few < 20, medium in between.
@@ -19,7 +19,7 @@ MANY_SHOT_ABOVE = 100
 FEW_SHOT_BELOW = 20
 
 
-@flax.struct.dataclass
+@pytree_dataclass
 class ClassStats:
     """Training-set statistics of each class.
 
@@ -39,7 +39,7 @@ class ClassStats:
     medium_shot: jax.Array
     few_shot: jax.Array
     group_of_class: jax.Array
-    num_groups: int = flax.struct.field(pytree_node=False)
+    num_groups: int = static_field()
 
     @property
     def num_classes(self) -> int:
@@ -48,7 +48,7 @@ class ClassStats:
     @classmethod
     def from_counts(
         cls, class_counts, *, num_groups: int = 1, group_ends: Sequence[int] | None = None
-    ) -> "ClassStats":
+    ) -> ClassStats:
         """Checks the counts (every class needs >= 1 example) and builds the statistics; see `class_stats`."""
         counts = np.asarray(class_counts)
         if not np.issubdtype(counts.dtype, np.number):

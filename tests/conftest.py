@@ -12,7 +12,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -47,7 +47,9 @@ if not _sets(_flags, FAST_COMPILE_FLAG) and "PYTEST_XDIST_WORKER" not in os.envi
 os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # A cache hit returns the executable compiled from identical HLO and options: results are unchanged.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"ltjax-tests-xla-{os.getuid()}"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"ltjax-tests-xla-{os.getuid()}")
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -91,8 +93,9 @@ def ce_run(trained_once) -> tuple[pathlib.Path, dict]:
     """(workdir, report) of a CE run of ResNet-8 on the digits at imbalance 100 (the head digit has 120 training
     images, the tail 1), 12 epochs: what ltjax-eval evaluates and the decoupled second stages start from. Tests add
     evaluations (each under its own name) and later stages (in their own folders), never train it further."""
-    from ltjax.train.loop import train_and_evaluate
     from runs import DATASET_MODEL, digits_config
+
+    from ltjax.train.loop import train_and_evaluate
 
     config = digits_config(("dataset.imbalance_factor", "100"), ("num_epochs", "12"), ("plots", "true"),
                            model=DATASET_MODEL)

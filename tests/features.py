@@ -1,10 +1,10 @@
 """The features a multi-process test gathers: a 2-member ResNet-2 ensemble, at initialisation, on the digits'
 training split (what SWRM's phase entry builds its class prototypes from), computed by whichever processes run it."""
+from runs import digits_config
+
 from ltjax import datasets
 from ltjax.train.build import DataSpec, build_ensemble
 from ltjax.train.loop import evaluate
-
-from runs import digits_config
 
 
 def features():

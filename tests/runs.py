@@ -12,7 +12,7 @@ import contextlib
 import pathlib
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from ltjax.configs import files, schema
 

@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 
-from ltjax.data.cifar import load_cifar_lt, load_cifar_split
 from ltjax.data import digits
+from ltjax.data.cifar import load_cifar_lt, load_cifar_split
 from ltjax.data.digits import digits_source, load_digits_lt
 from ltjax.data.longtail import longtail_counts
 from ltjax.data.splits import SplitManifest, select_longtail_indices

@@ -86,7 +86,8 @@ def test_pareto_counts():
         ((5000, 10, 100), {"profile": "step", "minority_fraction": 1.0}, r"minority_fraction must lie in \(0, 1\)"),
         ((5000, 10, 100), {"profile": "step", "minority_fraction": 0.05}, r"leaves no minority class"),
         ((50, 10, 100), {},
-         r"gives classes \[8, 9\] no images .*smaller imbalance factor \(dataset\.imbalance_factor <= 50\) or a larger n_max"),
+         r"gives classes \[8, 9\] no images .*smaller imbalance factor \(dataset\.imbalance_factor <= 50\) "
+         r"or a larger n_max"),
         ((50, 10, 100), {"profile": "step"}, r"gives classes \[5, 6, 7, 8, 9\] no images"),
     ],
 )

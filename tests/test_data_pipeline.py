@@ -2,11 +2,11 @@
 multi-host shares, eval padding, files named when their shapes disagree, process workers."""
 import numpy as np
 import pytest
+from test_data_prepare import write_images
 
 from ltjax.data import augment, samplers
 from ltjax.data.pipeline import TrainPipeline, eval_batches
 from ltjax.data.source import ArraySource, FileSource
-from test_data_prepare import write_images
 
 NUM_EXAMPLES = 100
 NUM_CLASSES = 5

@@ -5,14 +5,13 @@ import json
 import jax
 import numpy as np
 import pytest
-
-from ltjax.keys import ConfigError
-from ltjax.data.augment import Normalization
-from ltjax.train.build import DataSpec, build, build_ensemble
-from ltjax.train.loop import train_and_evaluate, train_ensemble
-
 from runs import digits_config
 from tolerance import assert_close_to_scale
+
+from ltjax.data.augment import Normalization
+from ltjax.keys import ConfigError
+from ltjax.train.build import DataSpec, build, build_ensemble
+from ltjax.train.loop import train_and_evaluate, train_ensemble
 
 NORMALIZATION = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 COUNTS = np.array([40, 20, 10, 5])

@@ -3,14 +3,13 @@ import hashlib
 import json
 
 import numpy as np
+from runs import digits_config
 
 from ltjax import posthoc
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.train import eval_main
 from ltjax.train.evaluate import load_run, select_on_validation
 from ltjax.train.loop import train_and_evaluate, train_ensemble
-
-from runs import digits_config
 
 
 def config(*overrides):

@@ -1,37 +1,59 @@
 """The fault matrix: each bad input or fault a new user met, and the clear error or preserved data it now gets.
 
-| fault                                              | before                                   | now (test)                          |
-|----------------------------------------------------|------------------------------------------|-------------------------------------|
-| the loss becomes NaN                               | exit 0, "Many-shot 100%" report          | NonFiniteError, exit 2, no report, good checkpoints kept |
-| flipped bytes in a checkpoint's arrays             | restored silently, wrong report          | digest mismatch, step moved aside, previous step resumed |
-| truncated / deleted checkpoint data                | right error under orbax log noise        | one message, fallback to the previous step |
-| every checkpoint damaged                           | -                                        | CheckpointError naming the steps    |
-| the workdir does not say what produced it          | no config, manifests, versions, devices  | config.json, manifests/*.json, provenance.json, plan.json |
-| README's `--config.loss.name=la` after the default | tried to resume the CE run, failed       | its own default workdir             |
-| resuming with another config                       | checkpoint error without the difference | ConfigError listing the changed keys |
-| two runs in one workdir at once                    | interleaved logs                         | WorkdirBusyError                    |
-| kill -9 and resume                                 | log.jsonl lost epoch lines               | one line per epoch, same report     |
-| SIGTERM (preemption) or Ctrl-C                     | exit 143 / traceback, work since the last epoch lost | one line, exit 75, checkpoint at that step, same report on rerun |
-| a stop at an epoch's last step                     | resumed without the epoch's hooks and log line | the epoch ends first          |
-| a corrupt or wrong-size image in the test split    | found after training / unnamed crash     | DataError naming the file, before the first step |
-| CIFAR with no data_dir                             | looked in ./cifar10                      | tfds's default ($TFDS_DATA_DIR), named in the error |
-| a zero or inf count passed to a jitted loss        | NaN/inf losses                           | see tests/test_losses_errors.py::test_invalid_traced_counts_raise_under_jit |
-| README's tests on another CPU (AVX-512)            | logits of ~140 compared with atol 1e-5   | tolerances scaled to the values (tests/tolerance.py) |
-| a config file that is not Python, or fails         | AttributeError / a raw traceback         | the file (and line) named, exit 2   |
-| seed, num_devices, batch out of range              | NumPy error / ZeroDivisionError / ran    | the key and its range, exit 2       |
-| a batch larger than the data; an imbalance factor it cannot give | ValueError traceback       | the key and the largest value that fits, exit 2 |
-| any user error on any command                      | a traceback around the message, exit 1   | the message alone, exit 2; --debug or LTJAX_DEBUG=1 adds the traceback; a bug keeps it |
-| a full disk at a checkpoint                        | 139-line orbax traceback                 | one line: the step, the folder, what to do; the rerun resumes |
-| a read-only workdir                                | PermissionError / OSError traceback      | one line naming the folder, exit 2  |
-| a disk that fills while the image cache is built   | SIGBUS, exit 135, no message             | room reserved up front; a full disk one message, nothing half-written left |
-| cRT / LWS from a first stage stopped early or diverged | exit 0, a 10% / 90% report           | ConfigError unless loss.init_step names the step; the plan shows the start; non-finite values refused |
-| two learning-rate decays on one epoch (a short run) | the later decay silently lost           | ConfigError naming both, and the run length that separates them |
-| class counts of 2^31 or more, or 1e40              | wrapped to negative / a NaN prior        | exact up to 2^53, an error beyond   |
-| a byte-order mark in a split file                  | part of the first path                   | read past                           |
-| IIF rel / normit / gombit at C = 1                 | NaN                                      | ValueError naming C                 |
-| each epoch's last partial batch                    | dropped: 84 CIFAR-100-LT steps, not 85   | trained on, padded and masked (loss, BatchNorm, counts, method state); dataset.drop_remainder=true drops it |
-| a paper's best-epoch number against our final epoch | unlike compared with unlike             | test logged every epoch; tables add the best epoch (optimistic) and the validation-selected one |
-| experiments/configs/iif.py against the IIF authors' recipe | differences unstated             | every difference in its docstring   |
+Each entry: the fault; what it did before; what it does now, which a test checks.
+
+- the loss becomes NaN. Before: exit 0, "Many-shot 100%" report. Now: NonFiniteError, exit 2, no report, good
+  checkpoints kept.
+- flipped bytes in a checkpoint's arrays. Before: restored silently, wrong report. Now: digest mismatch, step moved
+  aside, previous step resumed.
+- truncated / deleted checkpoint data. Before: right error under orbax log noise. Now: one message, fallback to the
+  previous step.
+- every checkpoint damaged. Now: CheckpointError naming the steps.
+- the workdir does not say what produced it. Before: no config, manifests, versions, devices. Now: config.json,
+  manifests/*.json, provenance.json, plan.json.
+- README's `--config.loss.name=la` after the default. Before: tried to resume the CE run, failed. Now: its own default
+  workdir.
+- resuming with another config. Before: checkpoint error without the difference. Now: ConfigError listing the changed
+  keys.
+- two runs in one workdir at once. Before: interleaved logs. Now: WorkdirBusyError.
+- kill -9 and resume. Before: log.jsonl lost epoch lines. Now: one line per epoch, same report.
+- SIGTERM (preemption) or Ctrl-C. Before: exit 143 / traceback, work since the last epoch lost. Now: one line, exit 75,
+  checkpoint at that step, same report on rerun.
+- a stop at an epoch's last step. Before: resumed without the epoch's hooks and log line. Now: the epoch ends first.
+- a corrupt or wrong-size image in the test split. Before: found after training / unnamed crash. Now: DataError naming
+  the file, before the first step.
+- CIFAR with no data_dir. Before: looked in ./cifar10. Now: tfds's default ($TFDS_DATA_DIR), named in the error.
+- a zero or inf count passed to a jitted loss. Before: NaN/inf losses. Now: see
+  tests/test_losses_errors.py::test_invalid_traced_counts_raise_under_jit.
+- README's tests on another CPU (AVX-512). Before: logits of ~140 compared with atol 1e-5. Now: tolerances scaled to the
+  values (tests/tolerance.py).
+- a config file that is not Python, or fails. Before: AttributeError / a raw traceback. Now: the file (and line) named,
+  exit 2.
+- seed, num_devices, batch out of range. Before: NumPy error / ZeroDivisionError / ran. Now: the key and its range,
+  exit 2.
+- a batch larger than the data; an imbalance factor it cannot give. Before: ValueError traceback. Now: the key and the
+  largest value that fits, exit 2.
+- any user error on any command. Before: a traceback around the message, exit 1. Now: the message alone, exit 2; --debug
+  or LTJAX_DEBUG=1 adds the traceback; a bug keeps it.
+- a full disk at a checkpoint. Before: 139-line orbax traceback. Now: one line: the step, the folder, what to do; the
+  rerun resumes.
+- a read-only workdir. Before: PermissionError / OSError traceback. Now: one line naming the folder, exit 2.
+- a disk that fills while the image cache is built. Before: SIGBUS, exit 135, no message. Now: room reserved up front; a
+  full disk one message, nothing half-written left.
+- cRT / LWS from a first stage stopped early or diverged. Before: exit 0, a 10% / 90% report. Now: ConfigError unless
+  loss.init_step names the step; the plan shows the start; non-finite values refused.
+- two learning-rate decays on one epoch (a short run). Before: the later decay silently lost. Now: ConfigError naming
+  both, and the run length that separates them.
+- class counts of 2^31 or more, or 1e40. Before: wrapped to negative / a NaN prior. Now: exact up to 2^53, an error
+  beyond.
+- a byte-order mark in a split file. Before: part of the first path. Now: read past.
+- IIF rel / normit / gombit at C = 1. Before: NaN. Now: ValueError naming C.
+- each epoch's last partial batch. Before: dropped: 84 CIFAR-100-LT steps, not 85. Now: trained on, padded and masked
+  (loss, BatchNorm, counts, method state); dataset.drop_remainder=true drops it.
+- a paper's best-epoch number against our final epoch. Before: unlike compared with unlike. Now: test logged every
+  epoch; tables add the best epoch (optimistic) and the validation-selected one.
+- experiments/configs/iif.py against the IIF authors' recipe. Before: differences unstated. Now: every difference in its
+  docstring.
 """
 import json
 import pathlib
@@ -44,22 +66,21 @@ import time
 import jax
 import numpy as np
 import pytest
+from runs import DATASET_MODEL, SMOKE_ARGS, digits_config, workdir_locked_elsewhere
+from tolerance import assert_close_to_scale
 
 from ltjax import commands, datasets, multihost
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.configs import schema
-from ltjax.keys import ConfigError
 from ltjax.data.pipeline import TrainPipeline
 from ltjax.data.splits import SplitManifest
+from ltjax.keys import ConfigError
 from ltjax.train import main as train_main
 from ltjax.train.build import DataSpec, build
 from ltjax.train.checkpoint import Checkpointer, CheckpointError, state_digest
 from ltjax.train.loop import NonFiniteError, train_and_evaluate
 from ltjax.train.optim import learning_rate_schedule
 from ltjax.train.workdir import Workdir, WorkdirBusyError, default_name
-
-from runs import DATASET_MODEL, SMOKE_ARGS, digits_config, workdir_locked_elsewhere
-from tolerance import assert_close_to_scale
 
 
 def quiet(_: str) -> None:
@@ -73,8 +94,8 @@ DIVERGING = (("num_epochs", "4"), ("optimizer.lr_decay", "((2, 1e12),)"))
 
 
 def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_good_checkpoints(tmp_path):
-    with pytest.raises(NonFiniteError, match=r"not finite at global step (1[7-9]|2[0-4]) \(epoch 2.*last good checkpoint, "
-                                             r"step 16"):
+    with pytest.raises(NonFiniteError,
+                       match=r"not finite at global step (1[7-9]|2[0-4]) \(epoch 2.*last good checkpoint, step 16"):
         train_and_evaluate(digits_config(*DIVERGING), tmp_path, say=quiet)
     assert not (tmp_path / "report.json").exists()
     assert Checkpointer(tmp_path / "checkpoints").steps() == [8, 16]
@@ -119,7 +140,9 @@ def _trained_workdir(finished_run, tmp_path: pathlib.Path) -> tuple[pathlib.Path
 
 
 def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
-    files_ = [path for path in (step_dir / "state").rglob("*") if path.is_file() and "metadata" not in path.name.lower()]
+    files_ = [
+        path for path in (step_dir / "state").rglob("*") if path.is_file() and "metadata" not in path.name.lower()
+    ]
     return max(files_, key=lambda path: path.stat().st_size)
 
 

@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltjax.testing import make_problem
 from ltjax import losses
+from ltjax.testing import make_problem
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltjax.testing import make_problem
 from ltjax import losses, stats
+from ltjax.testing import make_problem
 
 P = make_problem(seed=0, batch=4, num_classes=5)
 

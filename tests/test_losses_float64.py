@@ -10,10 +10,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import pytest
 from jax.test_util import check_grads
 
-import numpy_reference as ref
 from ltjax import losses
 from ltjax.losses import _math
 from ltjax.testing import ALL, DIFFERENTIABLE, WITH_STOP_GRADIENT, make_problem

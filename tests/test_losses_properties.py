@@ -8,14 +8,29 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from ltjax.testing import ALL, DIFFERENTIABLE, WITH_STOP_GRADIENT, make_problem
 from ltjax import losses
+from ltjax.testing import ALL, DIFFERENTIABLE, WITH_STOP_GRADIENT, make_problem
 
 PROBLEM = make_problem(seed=0, batch=6, num_classes=5)
 
 
 def _total(case, problem=PROBLEM):
     return lambda z: jnp.sum(case(z, problem.labels, problem))
+
+
+def test_every_exported_loss_has_a_property_case(monkeypatch):
+    """A loss (`ltjax.losses.*_loss`, `softmax_cross_entropy`) gets this file's tests only through a `Case` of
+    `ltjax.testing`: every one must be called by some case."""
+    exported = [name for name in losses.__all__ if name.endswith("_loss") or name == "softmax_cross_entropy"]
+    called = set()
+    for name in exported:
+        function = getattr(losses, name)
+        monkeypatch.setattr(losses, name, lambda *args, _name=name, _function=function, **kwargs: (
+            called.add(_name), _function(*args, **kwargs))[1])
+    for case in ALL.values():
+        case(PROBLEM.logits, PROBLEM.labels, PROBLEM)
+    missing = sorted(set(exported) - called)
+    assert not missing, f"add a Case for {missing} to ltjax/testing.py (DIFFERENTIABLE or WITH_STOP_GRADIENT)"
 
 
 @pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))

@@ -1,12 +1,12 @@
 """Loss values against the numeric anchors of methods.md §7 and float64 re-statements of the reference code."""
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import optax
 import pytest
 
-import numpy_reference as ref
-from ltjax.testing import make_problem
 from ltjax import losses
+from ltjax.testing import make_problem
 
 CIFAR10_IF100 = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
 
@@ -179,7 +179,9 @@ def test_ffds_first_epoch_is_plain_cross_entropy(problem):
 
 def test_iif_matches_reference(problem):
     ours = losses.iif_loss(problem.logits, problem.labels, class_counts=problem.counts)
-    expected = ref.iif_raw(np.asarray(problem.logits, np.float64), np.asarray(problem.labels), np.asarray(problem.counts))
+    expected = ref.iif_raw(
+        np.asarray(problem.logits, np.float64), np.asarray(problem.labels), np.asarray(problem.counts)
+    )
     np.testing.assert_allclose(ours, expected, rtol=1e-4)
 
 

@@ -8,23 +8,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from runs import SMOKE_ARGS, digits_config
 
 from ltjax import losses, methods
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.configs import files, schema
-from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
+from ltjax.keys import ConfigError
 from ltjax.methods import listing
 from ltjax.train import main as train_main
 from ltjax.train.build import DataSpec, build
 
-from runs import SMOKE_ARGS, digits_config
-
 NORMALIZATION = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 COUNTS = np.array([40, 20, 10, 5])
 NUM_EPOCHS = 4
-# The loss each method trains with before its first switch (None: it has a single phase).
-FIRST_PHASE_IS_CE = ("ib", "ffds", "swrm", "dyswrm")
+# The deferred methods: several phases, the first plain cross-entropy (read from the registry).
+FIRST_PHASE_IS_CE = tuple(name for name, method in methods.METHODS.items()
+                          if len(method.phases) > 1 and method.phases[0].loss is methods.cross_entropy)
 
 
 def _config(name: str, *overrides):
@@ -39,7 +39,8 @@ def _first_phase_loss(name: str, logits, labels) -> jax.Array:
         return losses.ldam_loss(logits, labels, class_counts=COUNTS)
     if name == "kps":
         return losses.kps_loss(logits, labels, class_counts=COUNTS)
-    raise AssertionError(f"{name} has one phase")
+    raise AssertionError(f"{name}'s first phase ({methods.get(name).phases[0].name}) is not cross-entropy: add its "
+                         "reference loss, computed from ltjax.losses directly, to _first_phase_loss")
 
 
 TWO_PHASE = [name for name, method in methods.METHODS.items() if len(method.phases) > 1]
@@ -194,3 +195,42 @@ def test_the_loop_and_the_step_name_no_method():
     for name in ("loop.py", "step.py"):
         found = pattern.findall((source / name).read_text())
         assert not found, (name, found)
+
+
+def _per_example_ce(inputs):
+    return methods.PerExample(losses.softmax_cross_entropy(inputs.logits, inputs.labels))
+
+
+def test_hooks_that_cannot_be_called_as_the_step_calls_them_fail_where_the_method_is_written():
+    """The step calls `collect(state, inputs=..., axis_name=...)` by keyword: other names fail at definition."""
+    with pytest.raises(ValueError, match=r"cannot be called as Collect\(state, \*, inputs, axis_name\)"):
+        methods.Phase("P", _per_example_ce, collect=lambda state, batch, axis: state)
+    with pytest.raises(ValueError, match="cannot be called as PhaseLoss"):
+        methods.Phase("P", lambda inputs, hp: inputs)
+    with pytest.raises(ValueError, match="cannot be called as Enter"):
+        methods.Phase("P", _per_example_ce, enter=lambda state: state)
+    with pytest.raises(ValueError, match="method m: .* cannot be called as Predict"):
+        methods.Method("m", "", {}, (methods.Phase("P", _per_example_ce),), predict=lambda logits: logits)
+    phase = methods.Phase("P", _per_example_ce, collect=lambda state, *, inputs, axis_name: state,
+                          enter=lambda state, hp, hooks: state)
+    assert methods.Method("m", "", {}, (phase,), predict=lambda logits, hp, stats: logits).phases == (phase,)
+
+
+def test_a_string_option_not_declared_static_fails_where_its_keys_are_read():
+    from ltjax.keys import signature_defaults
+
+    def loss(logits, labels, *, variant: str = "a", gamma: float = 2.0, detach: bool = False):
+        return logits
+
+    with pytest.raises(ValueError, match=r"'variant' defaults to 'a', not a number: .* static=\(\.\.\.\)"):
+        signature_defaults(loss, {"variant": "which", "gamma": "exponent"})
+    with pytest.raises(ValueError, match="'detach' defaults to False, not a number"):
+        signature_defaults(loss, {"detach": "stop the gradient"})
+    keys = signature_defaults(loss, {"variant": "which", "gamma": "exponent", "detach": "stop"},
+                              static=("variant", "detach"))
+    assert [keys[name].kind for name in keys] == ["static", "number", "static"]
+
+
+def test_the_deferred_methods_are_read_from_the_registry():
+    assert set(FIRST_PHASE_IS_CE) >= {"ib", "ffds", "swrm", "dyswrm"}
+    assert not set(FIRST_PHASE_IS_CE) & {"ce", "ldam_drw", "kps"}

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
-
 from tolerance import assert_close_to_scale
 
 from ltjax.models import (
@@ -29,8 +28,8 @@ from ltjax.models import (
     create_model,
     option_a_shortcut,
     residual_relu,
+    resnet_cifar,
 )
-from ltjax.models import resnet_cifar
 from ltjax.models.convolution import convolve
 
 
@@ -410,7 +409,8 @@ def test_conv_equals_flax_conv(batch, strides, dtype):
     assert fast_y.dtype == plain_y.dtype == dtype
     np.testing.assert_array_equal(fast_y, plain_y)
     rtol = 1e-5 if dtype == jnp.float32 else 2e-2
-    for fast_leaf, plain_leaf in zip(jax.tree_util.tree_leaves(fast_gradients), jax.tree_util.tree_leaves(plain_gradients)):
+    fast_leaves, plain_leaves = jax.tree_util.tree_leaves(fast_gradients), jax.tree_util.tree_leaves(plain_gradients)
+    for fast_leaf, plain_leaf in zip(fast_leaves, plain_leaves):
         assert_close_to_scale(fast_leaf, plain_leaf, rtol=rtol)
 
 

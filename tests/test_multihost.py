@@ -23,13 +23,12 @@ import time
 
 import numpy as np
 import pytest
+from runs import SMOKE_ARGS, digits_config, workdir_locked_elsewhere
 
 from ltjax import multihost
 from ltjax.commands import EXIT_USER_ERROR
 from ltjax.train import main as train_main
 from ltjax.train.loop import train_ensemble
-
-from runs import SMOKE_ARGS, digits_config, workdir_locked_elsewhere
 
 TESTS = pathlib.Path(__file__).resolve().parent
 DEADLINE_S = 600

@@ -4,12 +4,11 @@ import jax
 import numpy as np
 import pytest
 from flax import traverse_util
+from runs import DATASET_MODEL, SMOKE_MODEL, digits_config
 
 from ltjax.keys import ConfigError
 from ltjax.train.evaluate import load_run
 from ltjax.train.loop import train_and_evaluate
-
-from runs import DATASET_MODEL, SMOKE_MODEL, digits_config
 
 
 def config(*overrides, model: str = DATASET_MODEL):

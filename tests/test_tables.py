@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 
-from ltjax.tables import Row, Table, main as table_main
+from ltjax.tables import Row, Table
+from ltjax.tables import main as table_main
 from ltjax.tables.render import summarize
 from ltjax.tables.run import plan_groups
 

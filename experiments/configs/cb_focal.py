@@ -10,4 +10,5 @@ from ltjax.configs import recipes
 
 
 def get_config(argument: str = "cifar10-if100"):
-    return recipes.reference_config(argument, {"name": "cb", "loss_type": "focal", "beta": 0.9999, "gamma": 1.0}, seed=5)
+    loss = {"name": "cb", "loss_type": "focal", "beta": 0.9999, "gamma": 1.0}
+    return recipes.reference_config(argument, loss, seed=5)

@@ -15,9 +15,10 @@ with them on one recipe. Every difference from the authors' CIFAR recipe (`class
 | epochs, batch | 200 epochs, batch 128 | 400 epochs, batch 64 (4 GPUs x 16) |
 | weight decay | 2e-4 | 1e-4 |
 | learning rate | 0.1, x0.1 from epoch 160 and x0.01 from 180 | 0.1, x0.01 at epochs 360 and 380 |
-| warm-up | linear over the first 5 epochs, per epoch | linear within epoch 0, per iteration (min(1000, iterations - 1), from 1e-3) |
+| warm-up | linear over 5 epochs, per epoch | linear in epoch 0, per iteration (min(1000, iterations - 1), from 1e-3) |
 | augmentation | pad-4 crop and flip | crop and flip, AutoAugment (CIFAR10Policy), Cutout (1 hole, 16 px), mixup 0.2 |
-| training | the IIF loss end to end | plain CE, then 20 epochs of decoupled classifier retraining with IIF-smooth (xavier re-init, lr 1e-4, no mixup), or post-hoc IIF |
+| training | the IIF loss end to end | plain CE, then stage 2 (next row), or post-hoc IIF |
+| stage 2 | none | 20 epochs of decoupled classifier retraining with IIF-smooth (xavier re-init, lr 1e-4, no mixup) |
 | reported | the final epoch; a table adds the best epoch | the best test accuracy over the epochs |
 
 The authors' two-stage pipeline is also in reach here: CE, then `ltjax-eval --posthoc iif --value smooth`, or cRT.

@@ -4,14 +4,18 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import traceback
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import ml_collections
 
 from ltjax.keys import ConfigError
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent / "digits.py"
-REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+# Where a relative spec is looked for after the working directory: the checkout (or, installed from a wheel,
+# site-packages, which holds ltjax/configs/...), then the package, which installs experiments/ as ltjax/experiments.
+SEARCHED = (PACKAGE.parent, PACKAGE)
 T = TypeVar("T")
 
 
@@ -36,8 +40,9 @@ def load_module(path: str | pathlib.Path):
       ConfigError: the file does not exist, is not a `.py` file, or fails as it runs (its error named).
     """
     path = pathlib.Path(path)
-    if not path.is_file() and not path.is_absolute() and (REPOSITORY / path).is_file():
-        path = REPOSITORY / path  # specs name configs relative to the checkout, wherever the command runs
+    if not path.is_file() and not path.is_absolute():
+        # Specs name configs relative to the checkout, wherever the command runs.
+        path = next((root / path for root in SEARCHED if (root / path).is_file()), path)
     if not path.is_file():
         raise ConfigError(f"file {path} does not exist (expected e.g. experiments/configs/ce.py:cifar10-if100)")
     module_spec = importlib.util.spec_from_file_location(f"ltjax_spec_{path.stem}", path)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 
@@ -89,7 +90,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if name not in RUN_KEYS and name not in SECTIONS:
             raise ConfigError(f"unknown config key {name}{nearest(name, list(RUN_KEYS) + list(SECTIONS))}")
     resolved = complete_section({k: v for k, v in written.items() if k in RUN_KEYS}, RUN_KEYS, "config")
-    for section, registry in NAMED_SECTIONS.items():
+    for section in NAMED_SECTIONS:
         values = dict(written.get(section) or {})
         if "name" not in values:
             raise ConfigError(f"config.{section}.name is missing; choose one of {sorted(_registry_names(section))}")

@@ -6,6 +6,10 @@ source into host-local batches, `device_prefetch` puts them on the devices ahead
 `ltjax.data.device_augment` augments them there. CIFAR (`ltjax.data.cifar`) is imported on demand, since it pulls in
 tensorflow-datasets.
 """
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 from ltjax.data.digits import load_digits_lt
 from ltjax.data.ictext import load_ictext_lt
 from ltjax.data.longtail import longtail_counts

@@ -49,7 +49,8 @@ class Normalization:
 CIFAR_NORMALIZATION = Normalization(mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010))
 IMAGENET_NORMALIZATION = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 # Tiny ImageNet uses the ImageNet constants, as the FFDS reference code does (its ResNet-18 is ImageNet-pretrained,
-# so inputs must match the pretraining statistics), not Tiny ImageNet's own (0.480, 0.448, 0.398) / (0.230, 0.227, 0.226).
+# so inputs must match the pretraining statistics), not Tiny ImageNet's own (0.480, 0.448, 0.398) /
+# (0.230, 0.227, 0.226).
 TINY_IMAGENET_NORMALIZATION = IMAGENET_NORMALIZATION
 
 NORMALIZATIONS: dict[str, Normalization] = {

@@ -4,7 +4,7 @@
 the scikit-learn package. They become uint8 `[N, 8, 8, 3]` images: the 17 grey levels 0..16 scaled to 0..255
 (`round(v * 255 / 16)`) and repeated over three channels, so models and augmentation built for RGB run unchanged.
 
-Splits, all deterministic (image ids are the positions in scikit-learn's order, `"0000"`..`"1796"`):
+Splits, all deterministic (image ids are the positions in scikit-learn's order, `"0000"` to `"1796"`):
 
 - test: a fixed, balanced `test_per_class` images per class (30 by default), drawn with its own fixed seed, so
   every run, whatever its `seed`, is scored on the same images;

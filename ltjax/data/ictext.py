@@ -32,7 +32,8 @@ import os
 import pathlib
 import re
 import string
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -16,7 +16,7 @@ Three profiles, classes ordered from head (class 0) to tail (class C - 1), imbal
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -54,10 +54,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from ltjax.data import samplers
-from ltjax.keys import ConfigError
 from ltjax.data.augment import Transform
 from ltjax.data.source import ImageSource
 from ltjax.data.verify import format_shape, image_name
+from ltjax.keys import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +309,9 @@ class TrainPipeline:
             raise ValueError(f"start_epoch must be >= 0, got {start_epoch}")
         steps = self.steps_per_epoch(start_epoch)
         if not 0 <= start_step <= steps:
-            raise ValueError(f"start_step must lie in [0, {steps}] (the steps of epoch {start_epoch}), got {start_step}")
+            raise ValueError(
+                f"start_step must lie in [0, {steps}] (the steps of epoch {start_epoch}), got {start_step}"
+            )
         return _prefetched(
             self._jobs(start_epoch, start_step, end_epoch), self._load, self.num_workers, self.prefetch,
             self.worker_processes,

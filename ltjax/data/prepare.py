@@ -5,6 +5,7 @@ the run at its start rather than at the test evaluation after the last epoch. Ev
 for files, every bad file (up to `max_reported`, all counted), with what was expected of it.
 
 What is checked:
+
 - every split: it is not empty, its labels are integers in [0, num_classes), and, when `image_shape` is given,
   every image has that shape (pass the train split's shape for the others, so that a test split of another
   resolution fails at once);

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -81,7 +82,7 @@ class ArraySource:
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         return self.images[index], int(self.labels[index])
 
-    def subset(self, indices: np.ndarray) -> "ArraySource":
+    def subset(self, indices: np.ndarray) -> ArraySource:
         return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
 
 
@@ -113,7 +114,7 @@ class FileSource:
             raise OSError(f"cannot decode image {path}: {error}; check that the dataset copy is complete") from error
         return pixels, int(self.labels[index])
 
-    def subset(self, indices: np.ndarray) -> "FileSource":
+    def subset(self, indices: np.ndarray) -> FileSource:
         return dataclasses.replace(
             self, paths=tuple(self.paths[i] for i in indices), labels=self.labels[indices]
         )

@@ -14,7 +14,8 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +211,7 @@ class SplitManifest:
         num_classes: int,
         class_names: Sequence[str],
         parameters: Mapping[str, Any],
-    ) -> "SplitManifest":
+    ) -> SplitManifest:
         """The manifest of `indices` into a source whose images have ids `image_ids` and labels `labels`.
 
         Within a class, ids keep the order of `indices`, so applying the manifest returns class-major indices in
@@ -251,7 +252,7 @@ class SplitManifest:
         return path
 
     @classmethod
-    def load(cls, path: str | pathlib.Path) -> "SplitManifest":
+    def load(cls, path: str | pathlib.Path) -> SplitManifest:
         """Reads a manifest written by `to_json`, refusing it if its content no longer matches its SHA-256.
 
         Raises:

@@ -8,7 +8,7 @@ into NaN or inf without a word.
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp

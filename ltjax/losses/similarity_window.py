@@ -128,5 +128,6 @@ def tsne_coordinates(class_prototypes: np.ndarray, *, seed: int = 0) -> np.ndarr
     if prototypes.ndim != 2 or prototypes.shape[0] < 4:
         raise ValueError(f"class_prototypes must be [C, D] with C >= 4 classes, got shape {prototypes.shape}")
     perplexity = min(30.0, (prototypes.shape[0] - 1) / 3.0)
-    embedding = TSNE(n_components=1, perplexity=perplexity, random_state=seed, init="pca", method="exact").fit_transform(prototypes)
+    tsne = TSNE(n_components=1, perplexity=perplexity, random_state=seed, init="pca", method="exact")
+    embedding = tsne.fit_transform(prototypes)
     return embedding[:, 0].astype(np.float32)

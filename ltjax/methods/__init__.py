@@ -7,8 +7,30 @@
 
 `ltjax-methods` lists them on the command line; `ltjax-methods ffds` shows one method's keys.
 """
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 from ltjax.keys import ConfigError, nearest
-from ltjax.methods.base import Hooks, Inputs, Method, Objective, PerExample, Phase, SecondStage, bind, cross_entropy
+from ltjax.methods.base import (
+    Collect,
+    EndEpoch,
+    Enter,
+    Hooks,
+    InitParams,
+    InitState,
+    Inputs,
+    Method,
+    Objective,
+    PerExample,
+    Phase,
+    PhaseLoss,
+    Predict,
+    SecondStage,
+    TrainObjective,
+    bind,
+    cross_entropy,
+)
 from ltjax.methods.registry import METHODS
 
 
@@ -23,5 +45,6 @@ def get(name: str) -> Method:
     return METHODS[name]
 
 
-__all__ = ["Hooks", "Inputs", "METHODS", "Method", "Objective", "PerExample", "Phase", "SecondStage", "bind",
+__all__ = ["Collect", "EndEpoch", "Enter", "Hooks", "InitParams", "InitState", "Inputs", "METHODS", "Method",
+           "Objective", "PerExample", "Phase", "PhaseLoss", "Predict", "SecondStage", "TrainObjective", "bind",
            "cross_entropy", "get", "names"]

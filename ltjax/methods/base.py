@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, NamedTuple
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +39,12 @@ class Inputs(NamedTuple):
       state: the method's state pytree.
       params: the method's trainable parameters (DySWRM's coordinates), trained with the model.
       mask: `[B]` bool, the real examples of a padded last batch (None: all are); a phase's `collect` counts only
-        those (its loss need not: `Objective.loss` leaves the padding out).
+        those (its loss need not: `Objective.loss` leaves the padding out, except from batch-level terms).
+      keys: `[B]` typed random keys, one per example (`example_keys`), for a loss that draws (EQL's mask, GCL's
+        cloud): a pure function of the run's seed, the step and the example's position in the global batch, so the
+        draws do not depend on the number of devices. None outside the train step.
+      axis_name: the devices' axis inside the data-parallel step (None outside): a batch-level term (LADE's
+        regulariser, Seesaw's counts of the current batch) sums over it to be that of the global batch.
     """
 
     logits: jax.Array
@@ -48,6 +55,19 @@ class Inputs(NamedTuple):
     state: Any
     params: Any
     mask: jax.Array | None = None
+    keys: jax.Array | None = None
+    axis_name: str | None = None
+
+
+_LOSS_STREAM = 0x6C6F7373  # "loss": draws independent of the device augmentation's
+
+
+def example_keys(seed: int | jax.Array, step: int | jax.Array, first_index: int | jax.Array,
+                 batch_size: int) -> jax.Array:
+    """`[batch_size]` keys of the examples at global positions `first_index + [0, batch_size)` of training step
+    `step` (the global step) of a run seeded `seed`."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _LOSS_STREAM), step)
+    return jax.vmap(lambda index: jax.random.fold_in(key, index))(first_index + jnp.arange(batch_size))
 
 
 class PerExample(NamedTuple):
@@ -68,27 +88,94 @@ class Hooks(NamedTuple):
     seed: int
 
 
+# The hooks a method supplies. The train step calls them only through these signatures; `Phase` and `Method` check
+# at definition what a call would otherwise find out mid-training.
+
+
+class PhaseLoss(Protocol):
+    """A phase's loss: the step's `Inputs` -> per-example losses (and the weights of a weighted mean)."""
+
+    def __call__(self, inputs: Inputs, /) -> PerExample: ...
+
+
+class Collect(Protocol):
+    """A phase's in-step update of the method's state from this device's shard; called with keywords. Sums over the
+    batch must be `psum`med over `axis_name` (None outside a data-parallel step), so that every device agrees."""
+
+    def __call__(self, state: Any, *, inputs: Inputs, axis_name: str | None) -> Any: ...
+
+
+class Enter(Protocol):
+    """A phase's host-side hook, run before its first step (with the method's resolved keys)."""
+
+    def __call__(self, state: Any, hp: Mapping[str, Any], hooks: Hooks, /) -> Any: ...
+
+
+class Predict(Protocol):
+    """The logits whose argmax is the method's prediction."""
+
+    def __call__(self, logits: jax.Array, hp: Mapping[str, Any], stats: ClassStats, /) -> jax.Array: ...
+
+
+class InitState(Protocol):
+    def __call__(self, stats: ClassStats, hp: Mapping[str, Any], /) -> Any: ...
+
+
+class InitParams(Protocol):
+    def __call__(self, stats: ClassStats, hp: Mapping[str, Any], key: jax.Array, /) -> Any: ...
+
+
+class EndEpoch(Protocol):
+    def __call__(self, state: Any, /) -> Any: ...
+
+
+def _check_hook(owner: str, hook: Callable | None, protocol: type, *, keywords: tuple[str, ...] = ()) -> None:
+    """Raises ValueError where `hook` cannot be called as `protocol` calls it: the wrong number of positional
+    parameters, or a missing keyword parameter."""
+    if hook is None:
+        return
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    expected = [parameter.replace(annotation=inspect.Parameter.empty)
+                for parameter in list(inspect.signature(protocol.__call__).parameters.values())[1:]]  # less self
+    positional = [parameter for parameter in expected if parameter.kind is not inspect.Parameter.KEYWORD_ONLY]
+    try:
+        signature.bind(*[None] * len(positional), **{name: None for name in keywords})
+    except TypeError as error:
+        raise ValueError(f"{owner}: {getattr(hook, '__name__', hook)!r} cannot be called as {protocol.__name__}"
+                         f"{inspect.Signature(expected)} ({error}); see ltjax.methods.base.{protocol.__name__}"
+                         ) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One phase of a method.
 
     Attributes:
       name: shown in the run's plan.
-      loss: `Inputs -> PerExample`.
+      loss: `PhaseLoss`, `Inputs -> PerExample`.
       start: the key of the method holding this phase's start epoch; None for the first phase (epoch 0).
-      collect: `(state, inputs, axis_name) -> state`, run inside the train step while this phase is on.
-      enter: `(state, hp, hooks) -> state`, run on the host before the first step of this phase.
+      collect: `Collect`, `(state, *, inputs, axis_name) -> state`, run inside the train step while this phase is on.
+      enter: `Enter`, `(state, hp, hooks) -> state`, run on the host before the first step of this phase.
       min_epochs: epochs the phase needs to have an effect (FFDS: 2, its first epoch collects statistics).
       why: why it needs them, for the error when the run leaves it fewer.
     """
 
     name: str
-    loss: Callable[[Inputs], PerExample]
+    loss: PhaseLoss
     start: str | None = None
-    collect: Callable | None = None
-    enter: Callable | None = None
+    collect: Collect | None = None
+    enter: Enter | None = None
     min_epochs: int = 1
     why: str = ""
+
+    def __post_init__(self):
+        owner = f"phase {self.name}"
+        _check_hook(owner, self.loss, PhaseLoss)
+        _check_hook(owner, self.collect, Collect, keywords=("inputs", "axis_name"))
+        _check_hook(owner, self.enter, Enter)
 
 
 def cross_entropy(inputs: Inputs) -> PerExample:
@@ -125,10 +212,10 @@ class Method:
       keys: its config keys (hyper-parameters and phase starts), each default written once.
       phases: its phases in order.
       head: the classifier head its reference trains ("linear", "normed" cosines, IIF's "cosine").
-      predict: `(logits, hp, stats) -> logits` whose argmax is the prediction; None: the logits.
-      init_state: `(stats, hp) -> state`; None: no state.
-      init_params: `(stats, hp, key) -> params` trained with the model; None: none.
-      end_epoch: `state -> state` at each epoch's end, jitted; None: nothing.
+      predict: `Predict`, `(logits, hp, stats) -> logits` whose argmax is the prediction; None: the logits.
+      init_state: `InitState`, `(stats, hp) -> state`; None: no state.
+      init_params: `InitParams`, `(stats, hp, key) -> params` trained with the model; None: none.
+      end_epoch: `EndEpoch`, `state -> state` at each epoch's end, jitted; None: nothing.
       second_stage: set for a method that starts from a trained run (its keys then include `init_from`).
       notes: what a user should know (differences from the reference, recipe caveats).
     """
@@ -138,14 +225,17 @@ class Method:
     keys: Mapping[str, Key]
     phases: tuple[Phase, ...]
     head: str = "linear"
-    predict: Callable | None = None
-    init_state: Callable | None = None
-    init_params: Callable | None = None
-    end_epoch: Callable | None = None
+    predict: Predict | None = None
+    init_state: InitState | None = None
+    init_params: InitParams | None = None
+    end_epoch: EndEpoch | None = None
     second_stage: SecondStage | None = None
     notes: str = ""
 
     def __post_init__(self):
+        for hook, protocol in ((self.predict, Predict), (self.init_state, InitState),
+                               (self.init_params, InitParams), (self.end_epoch, EndEpoch)):
+            _check_hook(f"method {self.name}", hook, protocol)
         starts = [phase.start for phase in self.phases]
         if not self.phases or starts[0] is not None or any(start is None for start in starts[1:]):
             raise ValueError(f"method {self.name}: the first phase starts at 0, every later one at a start key")
@@ -176,17 +266,19 @@ class Objective:
         """The index of the phase that `epoch` belongs to (on the host: the step receives it)."""
         return sum(epoch >= start for start in self.phase_starts[1:])
 
-    def _inputs(self, outputs, labels, state, params, mask=None) -> Inputs:
-        return Inputs(outputs.logits, outputs.features, labels, self.hp, self.stats, state, params, mask)
+    def _inputs(self, outputs, labels, state, params, mask=None, keys=None, axis_name=None) -> Inputs:
+        return Inputs(outputs.logits, outputs.features, labels, self.hp, self.stats, state, params, mask, keys,
+                      axis_name)
 
-    def loss(self, outputs, labels, phase, state, params, mask=None) -> tuple[jax.Array, jax.Array]:
+    def loss(self, outputs, labels, phase, state, params, mask=None, keys=None,
+             axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
         """`(sum of the per-example losses, the normaliser)` of this device's shard, in phase `phase` (traced).
 
         The batch loss is the psum of the sums over the psum of the normalisers: the number of examples, or the sum of
         the sample weights of a weighted mean. `mask [B]` marks the real examples of a padded batch; the padding
-        counts in neither.
+        counts in neither. `keys` and `axis_name`: see `Inputs`.
         """
-        inputs = self._inputs(outputs, labels, state, params, mask)
+        inputs = self._inputs(outputs, labels, state, params, mask, keys, axis_name)
         # Branches close over the inputs (static keys and pytrees with static fields are not switch operands).
         branches = [_as_branch(phase.loss, inputs) for phase in self.method.phases]
         if len(branches) == 1:
@@ -203,7 +295,7 @@ class Objective:
         phases = self.method.phases
         if all(phase.collect is None for phase in phases):
             return state
-        inputs = self._inputs(outputs, labels, state, None, mask)
+        inputs = self._inputs(outputs, labels, state, None, mask, axis_name=axis_name)
         branches = [
             functools.partial(phase.collect, inputs=inputs, axis_name=axis_name) if phase.collect else (lambda s: s)
             for phase in phases
@@ -220,7 +312,7 @@ class Objective:
         """The method's numeric keys and their values: what ensemble members may vary."""
         return {key: self.hp[key] for key, spec in self.method.keys.items() if spec.kind == "number"}
 
-    def with_numbers(self, numbers) -> "Objective":
+    def with_numbers(self, numbers) -> Objective:
         """This objective with its numeric keys replaced (by traced per-member values inside an ensemble step)."""
         return dataclasses.replace(self, hp={**self.hp, **numbers})
 
@@ -248,6 +340,25 @@ class Objective:
              **({"set_by": f"loss.{phase.start}={self.hp[phase.start]:g}"} if phase.start else {})}
             for phase, start, end in zip(self.method.phases, self.phase_starts, ends)
         ]
+
+
+class TrainObjective(Protocol):
+    """What the train and eval steps call: an `Objective` (a run's method), or an `EnsembleObjective` (each member's,
+    under the step's `vmap`, with `phase` and `state` per member). New objectives implement this."""
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def loss(self, outputs, labels: jax.Array, phase: jax.Array, state: Any, params: Any,
+             mask: jax.Array | None = None, keys: jax.Array | None = None,
+             axis_name: str | None = None) -> tuple[jax.Array, jax.Array]: ...
+
+    def collect(self, state: Any, outputs, labels: jax.Array, phase: jax.Array, axis_name: str | None,
+                mask: jax.Array | None = None) -> Any: ...
+
+    def predict(self, outputs, state: Any) -> jax.Array: ...
+
+    def end_epoch(self, state: Any) -> Any: ...
 
 
 def _as_branch(loss: Callable[[Inputs], PerExample], inputs: Inputs) -> Callable[[], tuple]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ class EnsembleObjective:
     member_numbers: tuple[dict, ...]  # each member's values of its variant's swept keys
 
     @classmethod
-    def of(cls, member_objectives: Sequence[Objective]) -> "EnsembleObjective":
+    def of(cls, member_objectives: Sequence[Objective]) -> EnsembleObjective:
         """Groups members' objectives into variants (same method, static keys and phase starts)."""
         variants, indices = [], []
         for objective in member_objectives:
@@ -79,11 +80,12 @@ class EnsembleObjective:
         """`[members]` each member's phase index at `epoch` (its variant's phase starts)."""
         return np.asarray([self.variants[index].phase_at(epoch) for index in self.member_variants], np.int32)
 
-    def loss(self, outputs, labels, phase, state, params, mask=None):
+    def loss(self, outputs, labels, phase, state, params, mask=None, keys=None, axis_name=None):
         """One member's loss (under the step's `vmap`): `phase` is that member's phase index."""
         def branch(index):
             slot = self._slot(index)
-            return self._bound(index, state).loss(outputs, labels, phase, state["states"][slot], params[slot], mask)
+            return self._bound(index, state).loss(outputs, labels, phase, state["states"][slot], params[slot], mask,
+                                                  keys, axis_name)
         return self._switch(state, branch)
 
     def collect(self, state, outputs, labels, phase, axis_name, mask=None):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ltjax import dynasmooth, losses, stats as class_stats
+from ltjax import dynasmooth, losses
+from ltjax import stats as class_stats
 from ltjax.keys import Key, epoch, signature_defaults
 from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NORMALIZATIONS
 from ltjax.losses.cross_entropy import CLASS_BALANCED_LOSS_TYPES

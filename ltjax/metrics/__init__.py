@@ -1,5 +1,9 @@
 """Evaluation metrics for long-tailed recognition: sufficient statistics counted on device (`counting`), reports
 computed from them on the host (`reports`). Both are re-exported here: `from ltjax import metrics`."""
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 from ltjax.metrics.counting import (
     NUM_CALIBRATION_BINS,
     CalibrationBins,

@@ -98,7 +98,7 @@ class CalibrationBins:
     correct_counts: jax.Array
 
     @classmethod
-    def init(cls, num_bins: int = NUM_CALIBRATION_BINS) -> "CalibrationBins":
+    def init(cls, num_bins: int = NUM_CALIBRATION_BINS) -> CalibrationBins:
         """Empty bins."""
         return cls(
             counts=jnp.zeros((num_bins,), jnp.int32),
@@ -110,7 +110,7 @@ class CalibrationBins:
     def num_bins(self) -> int:
         return self.counts.shape[-1]
 
-    def merge(self, other: "CalibrationBins") -> "CalibrationBins":
+    def merge(self, other: CalibrationBins) -> CalibrationBins:
         """Bins of the union of both example sets (element-wise sums)."""
         return jax.tree.map(jnp.add, self, other)
 
@@ -174,7 +174,7 @@ class EvalStats:
     calibration: CalibrationBins
 
     @classmethod
-    def init(cls, num_classes: int, num_bins: int = NUM_CALIBRATION_BINS) -> "EvalStats":
+    def init(cls, num_classes: int, num_bins: int = NUM_CALIBRATION_BINS) -> EvalStats:
         """Empty statistics for C classes."""
         return cls(
             confusion=jnp.zeros((num_classes, num_classes), jnp.int32),
@@ -192,7 +192,7 @@ class EvalStats:
         mask: jax.Array | None = None,
         *,
         axis_name: str | None = None,
-    ) -> "EvalStats":
+    ) -> EvalStats:
         """Adds a batch (call inside the jitted eval step).
 
         Args:
@@ -212,7 +212,7 @@ class EvalStats:
         )
         return self.merge(batch)
 
-    def merge(self, other: "EvalStats") -> "EvalStats":
+    def merge(self, other: EvalStats) -> EvalStats:
         """Statistics of the union of both example sets (e.g. two hosts' or two shards' passes)."""
         return jax.tree.map(jnp.add, self, other)
 
@@ -236,7 +236,7 @@ class TrainTotals:
     first_nonfinite_step: jax.Array
 
     @classmethod
-    def init(cls, num_classes: int) -> "TrainTotals":
+    def init(cls, num_classes: int) -> TrainTotals:
         return cls(
             loss_sum=jnp.zeros((), jnp.float32),
             steps=jnp.zeros((), jnp.int32),
@@ -248,7 +248,7 @@ class TrainTotals:
     def add(
         self, batch_loss: jax.Array, logits: jax.Array, labels: jax.Array, step: jax.Array, finite: jax.Array, *,
         mask: jax.Array | None = None, axis_name: str | None = None,
-    ) -> "TrainTotals":
+    ) -> TrainTotals:
         """Adds one step: its batch loss (already global), this device's predictions of the examples `mask` marks
         (None: all), and whether it was finite."""
         num_classes = self.class_count.shape[-1]

@@ -19,7 +19,8 @@ Conventions:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -131,7 +132,7 @@ def g_mean(confusion: ArrayLike) -> float:
 
 
 def expected_calibration_error(bins: CalibrationBins) -> float:
-    """ECE = sum_b (n_b / N) |accuracy_b - confidence_b| = sum_b |correct_b - confidence_sum_b| / N.
+    """ECE = `sum_b (n_b / N) |accuracy_b - confidence_b|` = `sum_b |correct_b - confidence_sum_b| / N`.
 
     Empty bins contribute nothing. NaN when no example was counted.
     """

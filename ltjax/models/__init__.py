@@ -20,6 +20,10 @@ parameters (`param_dtype`, default float32); BatchNorm, pooling, the features an
 """
 from __future__ import annotations
 
+from ltjax._extras import require_train_extra
+
+require_train_extra(__name__)
+
 import functools
 
 from flax import linen as nn

@@ -18,7 +18,8 @@ compiles, N times), elsewhere as the grouped convolution.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -24,7 +24,8 @@ kuangliu/pytorch-cifar `models/resnet.py`). It changes the stem's parameter coun
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import ml_collections
 
@@ -122,7 +122,8 @@ def run_table(table: Table, root: pathlib.Path, *, max_members: int = 64,
 
     Returns:
       `{"cells": [{"row", "seed", "workdir", "metrics" (percent) or "diverged"}...], "seconds": training time of the
-      groups run now, "total_seconds": the training time of every group, whenever it ran, "groups": number of groups, "fingerprint": a hash of every cell's config}`.
+      groups run now, "total_seconds": the training time of every group, whenever it ran, "groups": number of groups,
+      "fingerprint": a hash of every cell's config}`.
     """
     groups = plan_groups(table, pathlib.Path(root), max_members)
     say = multihost.primary_only(say)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +32,8 @@ from jax.sharding import Mesh, NamedSharding
 
 from ltjax import datasets, methods
 from ltjax.configs import schema
-from ltjax.keys import ConfigError
 from ltjax.data.augment import Normalization
+from ltjax.keys import ConfigError
 from ltjax.methods.ensemble import EnsembleObjective
 from ltjax.metrics import TrainTotals
 from ltjax.models import create_model
@@ -42,9 +43,9 @@ from ltjax.train.state import TrainState
 from ltjax.train.step import (
     AXIS,
     MEMBERS_SPLIT,
-    EpochInputs,
     REPLICATED,
     SPLIT,
+    EpochInputs,
     check_batch_divides,
     data_parallel,
     make_eval_step,
@@ -56,7 +57,9 @@ from ltjax.train.step import (
 _SMALL_INPUT_SIDE = 64
 _TORCHVISION_RESNETS = ("resnet10", "resnet18", "resnet50")
 # What ensemble members must share: everything but the seed and the method.
-SHARED_KEYS = ("dataset", "model", "optimizer", "num_epochs", "batch_size", "eval_batch_size", "parallel", "num_devices")
+SHARED_KEYS = (
+    "dataset", "model", "optimizer", "num_epochs", "batch_size", "eval_batch_size", "parallel", "num_devices"
+)
 
 
 @dataclasses.dataclass(frozen=True)

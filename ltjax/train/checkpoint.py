@@ -19,7 +19,7 @@ import hashlib
 import logging
 import pathlib
 import shutil
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -187,19 +187,19 @@ class Checkpointer:
         steps = self.steps()
         if step is not None and step not in steps:
             raise CheckpointError(f"no checkpoint step {step} in {self.directory}; it holds steps {steps}")
-        for step in [step] if step is not None else reversed(steps):
-            step_dir = self.directory / str(step)
+        for candidate in [step] if step is not None else reversed(steps):
+            step_dir = self.directory / str(candidate)
             try:
-                state, record = multihost.on_every(functools.partial(self._restore_step, step, abstract))
+                state, record = multihost.on_every(functools.partial(self._restore_step, candidate, abstract))
             except CheckpointError as fault:
-                damaged.append(step)
+                damaged.append(candidate)
                 if read_only:
-                    say(f"checkpoint step {step} is damaged: {fault}; trying the previous one")
+                    say(f"checkpoint step {candidate} is damaged: {fault}; trying the previous one")
                     continue
                 aside = multihost.on_primary(functools.partial(_move_aside, step_dir))
                 with _quiet_orbax():
                     self._manager.reload()
-                say(f"checkpoint step {step} is damaged: {fault}; moved it to {aside} and trying the previous one")
+                say(f"checkpoint step {candidate} is damaged: {fault}; moved it to {aside} and trying the previous one")
                 continue
             if record.get("fingerprint") not in ((fingerprint,) if isinstance(fingerprint, str) else fingerprint):
                 raise CheckpointError(
@@ -208,7 +208,7 @@ class Checkpointer:
                     "checkpoint's run record), or a new workdir."
                 )
             if damaged:
-                say(f"resuming from checkpoint step {step}, the newest good one")
+                say(f"resuming from checkpoint step {candidate}, the newest good one")
             return state
         if damaged:
             where = "" if read_only else " (moved aside as <step>.damaged)"

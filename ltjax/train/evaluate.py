@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +19,10 @@ import numpy as np
 
 from ltjax import datasets, metrics, multihost, plots, posthoc
 from ltjax.configs import schema
-from ltjax.keys import ConfigError
 from ltjax.data.pipeline import TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
+from ltjax.keys import ConfigError
 from ltjax.models import ModelOutput
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble
 from ltjax.train.checkpoint import Checkpointer, CheckpointError

@@ -30,7 +30,7 @@ import json
 import pathlib
 import socket
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
@@ -39,10 +39,10 @@ from tqdm import tqdm
 
 from ltjax import datasets, methods, metrics, multihost, plots
 from ltjax.configs import schema
-from ltjax.errors import UserError
 from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
+from ltjax.errors import UserError
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan
 from ltjax.train.checkpoint import Checkpointer
 from ltjax.train.stages import start_from_first_stage
@@ -176,7 +176,7 @@ class _Run:
                     loss_state = phase.enter(loss_state, objective.hp, hooks)
                 else:
                     updated = objective.enter(member, phase, _member(loss_state, member), hooks)
-                    loss_state = jax.tree.map(lambda all_, one: all_.at[member].set(one), loss_state, updated)
+                    loss_state = jax.tree.map(lambda all_, one, i=member: all_.at[i].set(one), loss_state, updated)
         return state.replace(loss_state=multihost.broadcast(loss_state))  # the hooks ran on the host of each process
 
 

@@ -9,7 +9,7 @@ differ only there (a sweep, a shortened run, `--extend`) share one program and i
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import ml_collections

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np

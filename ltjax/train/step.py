@@ -20,7 +20,8 @@ with a device assignment over hosts (only `shard_map`; `pmap` maps one process's
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ltjax.data import device_augment
 from ltjax.data.augment import Normalization, normalize
-from ltjax.methods import Objective
+from ltjax.methods import TrainObjective
+from ltjax.methods.base import example_keys
 from ltjax.metrics import EvalStats
 from ltjax.train.state import TrainState
 
@@ -59,14 +61,14 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: Objective,
+def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: TrainObjective,
                     normalization: Normalization, *, crop_padding: int | None = None) -> Callable:
     """The per-device train step.
 
     Args:
       model: a Flax model built with `batch_norm_axis_name="batch"`.
       optimizer: the optax optimizer; its `update` takes the step's `learning_rate` (`ltjax.train.optim`).
-      objective: the method bound to the run (`ltjax.methods.bind`).
+      objective: the method bound to the run (`ltjax.methods.bind`), or an ensemble's (`EnsembleObjective`).
       normalization: mean/std applied on device to the uint8 images.
       crop_padding: augment on the device with random pad-crop + flip of this border (None: no augmentation); each
         example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
@@ -85,8 +87,9 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
                 {"params": params["model"], "batch_stats": state.batch_stats},
                 inputs, train=True, mask=mask, mutable=["batch_stats"],
             )
+            keys = example_keys(state.seed, state.step, jax.lax.axis_index(AXIS) * labels.shape[0], labels.shape[0])
             total, normalizer = objective.loss(outputs, labels, schedule.phase, state.loss_state, params["loss"],
-                                               mask)
+                                               mask, keys, AXIS)
             normalizer = jax.lax.psum(normalizer, AXIS)
             # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
             return total * jax.lax.psum(1, AXIS) / normalizer, (outputs, updates, total, normalizer)
@@ -112,7 +115,7 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
     return train_step
 
 
-def make_eval_step(model, normalization: Normalization, objective: Objective) -> Callable:
+def make_eval_step(model, normalization: Normalization, objective: TrainObjective) -> Callable:
     """The per-device eval step: `eval_step(state, images, labels, mask) -> (EvalStats, features)`.
 
     `mask` marks the real examples of a padded last batch. The returned statistics are summed over devices; the

@@ -1,5 +1,7 @@
 """A run's folder: one run at a time, what produced it, and a log with one line per epoch.
 
+Its layout::
+
     <workdir>/
         config.json            # the resolved config; resuming with a different one is an error showing the change
         plan.json              # method, phases with their epochs, learning-rate milestones, batch, devices
@@ -23,15 +25,15 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from importlib import metadata
-from typing import Iterator, Mapping
 
 import ml_collections
 
 from ltjax.configs import schema
+from ltjax.data.splits import ManifestError, SplitManifest
 from ltjax.errors import UserError
 from ltjax.keys import ConfigError
-from ltjax.data.splits import ManifestError, SplitManifest
 
 _PACKAGES = ("ltjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "tensorflow-datasets",
              "ml_collections", "scikit-learn")
@@ -252,7 +254,7 @@ class EpochLog:
                 self._events.add_scalar(f"{prefix}{key}", value, step)
         self._events.flush()
 
-    def __enter__(self) -> "EpochLog":
+    def __enter__(self) -> EpochLog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -260,4 +262,4 @@ class EpochLog:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
