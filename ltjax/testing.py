@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax import losses
+from ltjax.losses.gaussian_cloud import GCL_CLASSIFIER_DEFAULTS
 
 
 @dataclasses.dataclass
@@ -54,6 +55,9 @@ class Case:
     loss: Callable[..., jax.Array]
     numbers: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     frozen: Callable[..., jax.Array] | None = None
+    # Each example's value depends on the whole batch (LADE's regulariser): an example with an out-of-range label
+    # leaves the batch rather than leaving the others' values unchanged.
+    batch_coupled: bool = False
 
     def __call__(self, logits, labels, problem: Problem, **numbers) -> jax.Array:
         return self.loss(logits, labels, problem, **numbers)
@@ -95,6 +99,60 @@ def _ffds_frozen(z, y, a, at, **numbers):
 def _focal_detached_frozen(z, y, a, at, gamma=2.0):
     modulator = (1.0 - jnp.exp(-losses.softmax_cross_entropy(at, y))) ** gamma
     return modulator * losses.softmax_cross_entropy(z, y)
+
+
+def _seesaw(z, y, a, **numbers):
+    # The problem's counts stand for the state after this batch was counted (`seesaw_count_update`); not updated
+    # here, so an out-of-range label changes no other example's loss.
+    return losses.seesaw_loss(z, y, cumulative_counts=a.counts, **numbers)
+
+
+def _seesaw_frozen(z, y, a, at, p=0.8, q=2.0, eps=1e-2):
+    """Seesaw with its factors log S computed from the logits `at`, differentiably in `at` (unlike the loss, whose
+    factors are constants)."""
+    counts = jnp.maximum(a.counts.astype(at.dtype), 1.0)
+    ratios = counts / counts[jnp.clip(y, 0, counts.shape[0] - 1)][..., None]
+    log_probs = jax.nn.log_softmax(at, axis=-1)
+    log_true = jnp.take_along_axis(log_probs, jnp.clip(y, 0, at.shape[-1] - 1)[..., None], axis=-1)
+    log_factors = p * jnp.log(jnp.minimum(ratios, 1.0)) + q * jnp.maximum(
+        log_probs - jnp.maximum(log_true, jnp.log(eps)), 0.0)
+    target = y[..., None] == jnp.arange(at.shape[-1])
+    return losses.softmax_cross_entropy(z + jnp.where(target, 0.0, log_factors), y)
+
+
+def _eql_mask(z, counts, gamma):
+    """A fixed Bernoulli(gamma) draw per (row, class), tied to each class's count so that it follows the class
+    through a permutation of the class order (and is the same per row under vmap and on a stacked batch)."""
+    uniforms = jax.random.uniform(jax.random.key(0), (z.shape[-2], 1024))
+    columns = jnp.asarray(counts, jnp.int32) % 1024
+    return jnp.broadcast_to(uniforms[jnp.arange(z.shape[-2])[:, None], columns[None, :]] < gamma, z.shape)
+
+
+def _eql(z, y, a, tail_threshold=0.15, gamma=0.9):  # 0.15: make_problem's 5 classes include tail classes
+    return losses.softmax_eql_loss(z, y, _eql_mask(z, a.counts, gamma), class_counts=a.counts,
+                                   tail_threshold=tail_threshold)
+
+
+def _cloud(a):
+    """A fixed stand-in for GCL's normal draws, `[..., B, C]` from the problem's per-example feature norms and
+    per-class coordinates, so it stacks, vmaps and permutes with them (and is a constant of the logits)."""
+    return jnp.sin(3.0 * a.feature_norms[..., None] + 5.0 * a.coordinates) / 3.0
+
+
+def _gcl_classifier(z, y, a, **numbers):
+    return losses.gcl_loss(z, y, _cloud(a), class_counts=a.counts,
+                           **{**GCL_CLASSIFIER_DEFAULTS, **numbers})
+
+
+def _gcl_classifier_frozen(z, y, a, at, **numbers):
+    """GCL's classifier stage with its detached focal factor `(1 - exp(-w_y CE))^gamma` computed at `at`."""
+    numbers = {**GCL_CLASSIFIER_DEFAULTS, **numbers}
+    gamma = numbers.pop("gamma")
+
+    def plain(c):
+        return losses.gcl_loss(c, y, _cloud(a), class_counts=a.counts, gamma=0.0, **numbers)
+
+    return (-jnp.expm1(-plain(at))) ** gamma * plain(z)
 
 
 _BETAS = (0.9, 0.99, 0.9999)
@@ -160,6 +218,19 @@ DIFFERENTIABLE = {
         for variant in losses.class_vectors.IIF_VARIANTS
     },
     "swrm": Case(_swrm, {"beta": (0.5, 1.0, 2.0)}),
+    "softmax_eql": Case(_eql, {"tail_threshold": (0.0, 0.15, 0.3), "gamma": (0.0, 0.5, 0.9)}),
+    "lade": Case(lambda z, y, a, **n: losses.lade_loss(z, y, class_counts=a.counts, **n),
+                 {"alpha": (0.0, 0.1, 0.5), "remine_lambda": (0.0, 0.01, 0.5)}, batch_coupled=True),
+    "lade_ce": Case(lambda z, y, a: losses.lade_ce_loss(z, y, class_counts=a.counts)),
+    "vs": Case(lambda z, y, a, **n: losses.vs_loss(z, y, class_counts=a.counts, **n),
+               {"gamma": (0.0, 0.3, 1.0), "tau": (0.0, 1.0, 1.5)}),
+    "vs_weighted": Case(
+        lambda z, y, a, **n: losses.vs_loss(
+            z, y, class_counts=a.counts, class_weights=losses.class_balanced_weights(a.counts), **n),
+        {"gamma": (0.0, 0.3), "tau": (0.0, 1.0)},
+    ),
+    "gcl": Case(lambda z, y, a, **n: losses.gcl_loss(z, y, _cloud(a), class_counts=a.counts, **n),
+                {"margin": (0.0, 0.5), "scale": (10.0, 30.0), "noise_mul": (0.0, 0.5, 1.0)}),
 }
 
 # Losses with a stop-gradient inside (their modulator is a constant for autodiff, as in the references).
@@ -174,6 +245,13 @@ WITH_STOP_GRADIENT = {
         lambda z, y, a, gamma=2.0: losses.focal_loss(z, y, gamma=gamma, stop_gradient_modulator=True),
         {"gamma": (0.0, 1.0, 2.0)},
         frozen=_focal_detached_frozen,
+    ),
+    "seesaw": Case(_seesaw, {"p": (0.0, 0.8, 1.5), "q": (0.0, 1.0, 2.0), "eps": (1e-3, 1e-2, 0.3)},
+                   frozen=_seesaw_frozen),
+    "gcl_classifier": Case(
+        _gcl_classifier,
+        {"margin": (0.0, 0.1), "scale": (10.0, 20.0), "noise_mul": (0.5, 1.0), "gamma": (0.0, 1.0, 2.0)},
+        frozen=_gcl_classifier_frozen,
     ),
 }
 

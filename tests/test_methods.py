@@ -85,14 +85,17 @@ def test_compiled_objective_equals_the_first_phase_before_the_switch_and_differs
 def cli_runs(trained_once):
     """The log of `ltjax-train --config.loss.name=<name> --config.num_epochs=4` (in process), run once per method."""
 
-    def train(name: str, workdir) -> None:
-        argv = [f"--workdir={workdir}", f"--config.loss.name={name}", f"--config.num_epochs={NUM_EPOCHS}", *SMOKE_ARGS]
-        if methods.get(name).second_stage:  # a second stage continues the CE run
-            argv += [f"--config.loss.init_from={run('ce')}", "--config.dataset.sampler=class_balanced"]
+    def train(name: str, workdir, head: str | None) -> None:
+        argv = [f"--workdir={workdir}", f"--config.loss.name={name}", f"--config.num_epochs={NUM_EPOCHS}", *SMOKE_ARGS,
+                *([f"--config.model.head={head}"] if head else [])]
+        method = methods.get(name)
+        if method.second_stage:  # a second stage continues a CE run with its head
+            first = run("ce", None if method.head == methods.get("ce").head else method.head)
+            argv += [f"--config.loss.init_from={first}", "--config.dataset.sampler=class_balanced"]
         assert train_main.main(argv) == 0
 
-    def run(name: str):
-        return trained_once(f"cli-{name}", lambda workdir: train(name, workdir))
+    def run(name: str, head: str | None = None):
+        return trained_once(f"cli-{name}" + (f"-{head}" if head else ""), lambda workdir: train(name, workdir, head))
 
     return lambda name: [json.loads(line) for line in (run(name) / "log.jsonl").read_text().splitlines()]
 

@@ -1,5 +1,5 @@
-"""Decoupled second stages (cRT, LWS) as methods: they start from a first-stage run, train only what they should,
-and cRT raises the few-shot accuracy of a CE run."""
+"""Decoupled second stages (cRT, LWS, GCL's classifier stage) as methods: they start from a first-stage run, train
+only what they should, and cRT raises the few-shot accuracy of a CE run."""
 import jax
 import numpy as np
 import pytest
@@ -71,5 +71,26 @@ def test_second_stages_say_what_they_need(ce_run, tmp_path):
 def test_lws_needs_a_linear_first_stage(tmp_path):
     normed = tmp_path / "ldam"
     train_and_evaluate(config(("loss.name", "ldam_drw"), ("num_epochs", "2"), model=SMOKE_MODEL), normed, say=quiet)
-    with pytest.raises(ConfigError, match=r"has no parameter model/head/bias"):
+    with pytest.raises(ConfigError, match=r"model/head/bias differ .* whose head has \['head/bias', 'head/kernel'\]"):
         _second("lws", normed, tmp_path / "lws", model=SMOKE_MODEL)
+
+
+def test_gcl_classifier_stage_keeps_the_first_stage_classifier_and_batch_norm_statistics(tmp_path):
+    """GCL's second stage trains on from the gcl run's cosine classifier, with the backbone and its BatchNorm
+    statistics frozen (eval mode); a first stage with another head is refused, naming the head it needs."""
+    first, linear = tmp_path / "gcl", tmp_path / "ce"
+    train_and_evaluate(config(("loss.name", "gcl"), ("num_epochs", "2"), model=SMOKE_MODEL), first, say=quiet)
+    train_and_evaluate(config(("num_epochs", "2"), model=SMOKE_MODEL), linear, say=quiet)
+    with pytest.raises(ConfigError, match=r"model/head/bias differ .* whose head has \['head/kernel'\]"):
+        _second("gcl_cls", linear, tmp_path / "refused", ("num_epochs", "2"), model=SMOKE_MODEL)
+    _second("gcl_cls", first, tmp_path / "second", ("num_epochs", "2"), model=SMOKE_MODEL)
+    before, after = load_run(first, say=quiet).state, load_run(tmp_path / "second", say=quiet).state
+    before_params, after_params = _flat(before.params["model"]), _flat(after.params["model"])
+    assert set(before_params) == set(after_params)
+    for path, value in before_params.items():
+        if path.startswith("head/"):
+            assert not np.allclose(after_params[path], value), path  # trained on from the first stage's
+        else:
+            np.testing.assert_array_equal(after_params[path], value, err_msg=path)
+    for path, value in _flat(before.batch_stats).items():
+        np.testing.assert_array_equal(_flat(after.batch_stats)[path], value, err_msg=path)

@@ -41,10 +41,14 @@ def _max_difference(a, b) -> float:
 
 
 # Methods whose step has more than per-example losses: a method state summed over devices (FFDS's DynaSmooth group
-# means; Seesaw's class counts, which its loss also reads for the current batch) or per-example random draws that
-# must not depend on the device count (EQL).
+# means; Seesaw's class counts, which its loss also reads for the current batch), per-example random draws that
+# must not depend on the device count (EQL, GCL), a term of the whole batch (LADE's regulariser).
 BEYOND_PER_EXAMPLE = {
     "ffds": (("loss.name", "ffds"), ("loss.ffds_start", "0")),
+    "seesaw": (("loss.name", "seesaw"),),
+    "eql": (("loss.name", "eql"), ("loss.tail_threshold", "0.2")),
+    "lade": (("loss.name", "lade"), ("loss.alpha", "0.5")),
+    "gcl": (("loss.name", "gcl"),),
 }
 
 

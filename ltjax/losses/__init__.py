@@ -29,22 +29,38 @@ from ltjax.losses.class_vectors import (
     normalize_class_weights,
 )
 from ltjax.losses.cross_entropy import class_balanced_loss, focal_loss, softmax_cross_entropy
+from ltjax.losses.equalization import eql_drop_mask, eql_tail_classes, softmax_eql_loss
 from ltjax.losses.ffds import dynasmooth_probs, ffds_loss
+from ltjax.losses.gaussian_cloud import gcl_cloud, gcl_cloud_amplitudes, gcl_loss
 from ltjax.losses.iif import iif_logits, iif_loss
 from ltjax.losses.influence import influence_balanced_loss
+from ltjax.losses.lade import (
+    lade_ce_loss,
+    lade_logits,
+    lade_loss,
+    lade_regularizer,
+    lade_regularizer_per_example,
+)
 from ltjax.losses.logit_adjustment import balanced_softmax_loss, logit_adjusted_loss, posthoc_logit_adjustment
 from ltjax.losses.margin import kps_loss, ldam_loss, swrm_loss
 from ltjax.losses.reduction import mean, weighted_mean
+from ltjax.losses.seesaw import seesaw_count_update, seesaw_log_factors, seesaw_loss
 from ltjax.losses.similarity_window import swm_margins, swr_weights, tsne_coordinates, window_members
+from ltjax.losses.vector_scaling import vs_logit_scales_and_offsets, vs_loss
 
 __all__ = [
     "balanced_softmax_loss",
     "class_balanced_loss",
     "class_balanced_weights",
     "dynasmooth_probs",
+    "eql_drop_mask",
+    "eql_tail_classes",
     "ffds_loss",
     "focal_loss",
     "freqfocus_gammas",
+    "gcl_cloud",
+    "gcl_cloud_amplitudes",
+    "gcl_loss",
     "iif_logits",
     "iif_loss",
     "iif_weights",
@@ -54,17 +70,28 @@ __all__ = [
     "kps_margins",
     "kps_radii",
     "kps_scales",
+    "lade_ce_loss",
+    "lade_logits",
+    "lade_loss",
+    "lade_regularizer",
+    "lade_regularizer_per_example",
     "ldam_loss",
     "ldam_margins",
     "logit_adjusted_loss",
     "mean",
     "normalize_class_weights",
     "posthoc_logit_adjustment",
+    "seesaw_count_update",
+    "seesaw_log_factors",
+    "seesaw_loss",
     "softmax_cross_entropy",
+    "softmax_eql_loss",
     "swm_margins",
     "swr_weights",
     "swrm_loss",
     "tsne_coordinates",
+    "vs_logit_scales_and_offsets",
+    "vs_loss",
     "weighted_mean",
     "window_members",
 ]

@@ -195,11 +195,14 @@ class SecondStage:
       trains: parameter paths that train, e.g. `("model/head",)`.
       fresh: parameter paths initialised anew instead of loaded (cRT's classifier, LWS's scales).
       requires: other config values the stage needs, dotted keys (e.g. class-balanced sampling).
+      frozen_batch_norm: the model's BatchNorm normalises with the first stage's running statistics and keeps them
+        (eval mode, as GCL's reference); False: batch statistics, updated (training mode, as cRT's reference).
     """
 
     trains: tuple[str, ...]
     fresh: tuple[str, ...]
     requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    frozen_batch_norm: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

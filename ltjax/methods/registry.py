@@ -10,9 +10,10 @@ import jax.numpy as jnp
 
 from ltjax import dynasmooth, losses
 from ltjax import stats as class_stats
-from ltjax.keys import Key, epoch, signature_defaults
+from ltjax.keys import Key, epoch, number, signature_defaults
 from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NORMALIZATIONS
 from ltjax.losses.cross_entropy import CLASS_BALANCED_LOSS_TYPES
+from ltjax.losses.gaussian_cloud import GCL_CLASSIFIER_DEFAULTS
 from ltjax.losses.influence import INFLUENCE_BALANCED_VARIANTS
 from ltjax.losses.similarity_window import SIMILARITY_KERNELS
 from ltjax.methods.base import Inputs, Method, PerExample, Phase, SecondStage, cross_entropy
@@ -282,6 +283,120 @@ DYSWRM = Method(
     notes=SWRM.notes,
 )
 
+# --- the baselines the seed papers compare against ---------------------------------------------------------------
+
+
+def _lade(inputs: Inputs) -> PerExample:
+    return PerExample(losses.lade_loss(inputs.logits, inputs.labels, class_counts=inputs.stats.counts,
+                                       mask=inputs.mask, axis_name=inputs.axis_name,
+                                       **_numbers(inputs, "alpha", "remine_lambda")))
+
+
+LADE = Method(
+    name="lade",
+    summary="LADE (Hong et al., CVPR 2021): LADE-CE (CE on z + log p_s) plus alpha times the LADE regulariser of the "
+            "global batch; predicts with z + log p_t (on a uniform test set: the logits)",
+    keys=signature_defaults(losses.lade_loss, {
+        "alpha": "weight of the LADE regulariser (reference --alpha; ImageNet-LT 0.05, Places-LT 0.005)",
+        "remine_lambda": "ReMINE penalty on the log-partition estimate (CIFAR README 0.01; configs 0.1)"}),
+    phases=(Phase("LADE", _lade),),
+    notes="The regulariser is a function of the whole batch: ltjax computes it over the global batch (psum over the "
+          "devices), padding left out, and gives each example its share. The evaluation sets are balanced, where "
+          "the post-compensated prediction is the argmax of the logits; losses.lade_logits gives it for other "
+          "target priors. Reference recipe (CIFAR-100-LT): BBN's ResNet-32, lr 0.2, batch 256, 200 epochs, 5-epoch "
+          "warm-up, x0.01 at epochs 120 and 160.",
+)
+
+
+def _seesaw_counts(state, inputs: Inputs, axis_name: str | None):
+    return {"cumulative_counts": losses.seesaw_count_update(state["cumulative_counts"], inputs.labels, inputs.mask,
+                                                            axis_name=axis_name)}
+
+
+def _seesaw(inputs: Inputs) -> PerExample:
+    # The reference counts the batch before its loss; `collect` runs after the loss and stores the same sum.
+    counts = _seesaw_counts(inputs.state, inputs, inputs.axis_name)["cumulative_counts"]
+    return PerExample(losses.seesaw_loss(inputs.logits, inputs.labels, cumulative_counts=counts,
+                                         **_numbers(inputs, "p", "q", "eps")))
+
+
+SEESAW = Method(
+    name="seesaw",
+    summary="Seesaw loss (Wang et al., CVPR 2021), as mmpretrain's classification port: non-target logits scaled by "
+            "a mitigation factor from cumulative class counts and a compensation factor from detached probabilities",
+    keys=signature_defaults(losses.seesaw_loss, {"p": "mitigation exponent (0: off)",
+                                                 "q": "compensation exponent (0: off)",
+                                                 "eps": "lower clamp of the target probability in the compensation"}),
+    phases=(Phase("Seesaw", _seesaw, collect=lambda state, *, inputs, axis_name: _seesaw_counts(state, inputs,
+                                                                                                axis_name)),),
+    init_state=lambda stats, hp: {"cumulative_counts": jnp.zeros((stats.num_classes,), jnp.float32)},
+    notes="The counts start at zero and count every training batch, the current one before its loss; they are summed "
+          "over devices (the authors keep one copy per process). The authors give no classification recipe: the CE "
+          "recipe with Seesaw in place of CE is ltjax's choice.",
+)
+
+
+def _eql(inputs: Inputs) -> PerExample:
+    num_classes = inputs.logits.shape[-1]
+    drop = jax.vmap(lambda key: losses.eql_drop_mask(key, (num_classes,), gamma=inputs.hp["gamma"]))(inputs.keys)
+    return PerExample(losses.softmax_eql_loss(inputs.logits, inputs.labels, drop, class_counts=inputs.stats.counts,
+                                              tail_threshold=inputs.hp["tail_threshold"]))
+
+
+SOFTMAX_EQL = Method(
+    name="eql",
+    summary="softmax equalization loss (Tan et al., CVPR 2020) as BagofTricks-LT's SEQL: tail-class negatives left "
+            "out of the softmax at random",
+    keys={
+        **signature_defaults(losses.softmax_eql_loss,
+                             {"tail_threshold": "lambda: frequency below which a class is a tail class"}),
+        **signature_defaults(losses.eql_drop_mask, {"gamma": "probability that a tail negative is left out"}),
+    },
+    phases=(Phase("EQL", _eql),),
+    notes="No authors' classification code exists; ltjax follows the paper as BagofTricks-LT computes it (one "
+          "Bernoulli draw per example and class, fresh each step, from the run's seed, the step and the example's "
+          "position in the global batch).",
+)
+
+VECTOR_SCALING = Method(
+    name="vs",
+    summary="vector-scaling loss (Kini et al., NeurIPS 2021): CE on (n_c / n_max)^gamma z + tau log prior",
+    keys=signature_defaults(losses.vs_loss, {
+        "gamma": "exponent of the multiplicative factor (n_c / n_max)^gamma (0: logit adjustment)",
+        "tau": "weight of the additive tau * log prior (0: CDT)"}),
+    phases=(Phase("VS", lambda x: PerExample(losses.vs_loss(x.logits, x.labels, class_counts=x.stats.counts,
+                                                            **_numbers(x, "gamma", "tau")))),),
+    notes="The reference's learning rate decays x0.01 after epoch 160 and x0.0001 after 180 (LDAM-DRW: x0.1, x0.01), "
+          "after a 5-epoch linear warm-up; its --train_rule DRW variant (deferred class-balanced weights) is not a "
+          "method here. Its loss_type LA is gamma=0, CDT tau=0.",
+)
+
+
+def _gcl(inputs: Inputs, names: tuple[str, ...]) -> PerExample:
+    num_classes = inputs.logits.shape[-1]
+    cloud = jax.vmap(lambda key: losses.gcl_cloud(key, (num_classes,)))(inputs.keys)
+    return PerExample(losses.gcl_loss(inputs.logits, inputs.labels, cloud, class_counts=inputs.stats.counts,
+                                      **_numbers(inputs, *names)))
+
+
+_GCL_HELP = {"margin": "margin m on the target cosine", "scale": "logit scale s",
+             "noise_mul": "size of the Gaussian cloud (amplitude 1 for the rarest class, 0 for the largest)"}
+_GCL_NO_MIXUP = ("The reference trains both stages on mixup batches (lam ~ Beta(1, 1), a cloud for each mixed "
+                 "label); ltjax has no mixup, so its GCL trains on the plain batches.")
+
+GAUSSIAN_CLOUDED_LOGITS = Method(
+    name="gcl",
+    summary="Gaussian clouded logits, stage 1 (Li, Cheung, Lu, CVPR 2022): target cosines lowered by a half-normal "
+            "cloud scaled per class (most for rare classes), then scaled CE; stage 2 is gcl_cls",
+    keys=signature_defaults(losses.gcl_loss, _GCL_HELP),
+    phases=(Phase("GCL", lambda x: _gcl(x, ("margin", "scale", "noise_mul"))),),
+    head="normed",
+    notes="Defaults are the authors' CIFAR stage-1 script (m=0, s=30, noise_mul=0.5; batch 64 in their recipe). One "
+          "cloud row per example, fresh each step, from the run's seed, the step and the example's position in the "
+          "global batch. " + _GCL_NO_MIXUP,
+)
+
+
 # --- second stages: decoupled classifier training from a first-stage run (Kang et al., ICLR 2020) ---------------
 
 _FIRST_STAGE = {
@@ -314,8 +429,26 @@ LEARNABLE_WEIGHT_SCALING = Method(
     notes=CLASSIFIER_RETRAINING.notes,
 )
 
+GCL_CLASSIFIER = Method(
+    name="gcl_cls",
+    summary="GCL stage 2: a gcl run's backbone frozen (BatchNorm on its running statistics), its cosine classifier "
+            "trained on with the clouded loss plus a margin and a detached focal term, on class-balanced batches",
+    keys={
+        **_FIRST_STAGE,
+        **{name: number(GCL_CLASSIFIER_DEFAULTS[name], help_text) for name, help_text in _GCL_HELP.items()},
+        "gamma": number(GCL_CLASSIFIER_DEFAULTS["gamma"], "focal exponent on the weighted CE (detached p)"),
+    },
+    phases=(Phase("GCL-cls", lambda x: _gcl(x, ("margin", "scale", "noise_mul", "gamma"))),),
+    head="normed",
+    second_stage=SecondStage(trains=("model/head",), fresh=(), requires=_CLASS_BALANCED, frozen_batch_norm=True),
+    notes="The reference keeps the stage-1 classifier (not re-initialised) and its BatchNorm statistics (eval mode), "
+          "and trains 30 epochs at batch 64 with lr 0.01 * lr_max * (1 + cos(pi e / E)), reporting the best epoch. "
+          + _GCL_NO_MIXUP,
+)
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (CE, FOCAL, CLASS_BALANCED, LDAM_DRW, INFLUENCE_BALANCED, FFDS, KPS, IIF, LOGIT_ADJUSTED,
-                   BALANCED_SOFTMAX, SWRM, DYSWRM, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING)
+                   BALANCED_SOFTMAX, SWRM, DYSWRM, LADE, SEESAW, SOFTMAX_EQL, VECTOR_SCALING,
+                   GAUSSIAN_CLOUDED_LOGITS, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING, GCL_CLASSIFIER)
 }

@@ -34,6 +34,7 @@ from ltjax import datasets, methods
 from ltjax.configs import schema
 from ltjax.data.augment import Normalization
 from ltjax.keys import ConfigError
+from ltjax.methods import SecondStage
 from ltjax.methods.ensemble import EnsembleObjective
 from ltjax.metrics import TrainTotals
 from ltjax.models import create_model
@@ -170,7 +171,7 @@ def _check_shared(configs: Sequence[ml_collections.ConfigDict], heads: Sequence[
                           "methods by head (linear, normed, cosine)")
 
 
-def _check_second_stage(configs: Sequence[ml_collections.ConfigDict], objectives: Sequence) -> tuple | None:
+def _check_second_stage(configs: Sequence[ml_collections.ConfigDict], objectives: Sequence) -> SecondStage | None:
     """The members' common second stage (None for first-stage methods), its requirements checked."""
     stages = {repr(objective.method.second_stage): objective.method.second_stage for objective in objectives}
     if len(stages) > 1:
@@ -189,7 +190,7 @@ def _check_second_stage(configs: Sequence[ml_collections.ConfigDict], objectives
             if config[section][key] != value:
                 raise ConfigError(f"method {method} trains with {dotted}={value!r}, as its reference does; add "
                                   f"--config.{dotted}={value}")
-    return stage.trains
+    return stage
 
 
 def _frozen_outside(optimizer: optax.GradientTransformation, trains: tuple[str, ...]) -> optax.GradientTransformation:
@@ -245,9 +246,9 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         else {}
     model = create_model(name, stats.num_classes, head=heads[0], dtype=jnp.dtype(config.model.dtype), **options)
     optimizer = make_optimizer(config.optimizer)
-    trains = _check_second_stage(configs, objectives)
-    if trains is not None:
-        optimizer = _frozen_outside(optimizer, trains)
+    stage = _check_second_stage(configs, objectives)
+    if stage is not None:
+        optimizer = _frozen_outside(optimizer, stage.trains)
     objective = EnsembleObjective.of(objectives) if ensemble else objectives[0]
 
     def init_member(member: int) -> TrainState:
@@ -279,7 +280,9 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
     batch_split = MEMBERS_SPLIT if ensemble else SPLIT
     train_step = _all_real_by_default(data_parallel(
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
-                                   crop_padding=data.crop_padding), in_axes=(0, 0, 0, EpochInputs(None, 0, None), 0)),
+                                   crop_padding=data.crop_padding,
+                                   frozen_batch_norm=stage is not None and stage.frozen_batch_norm),
+                   in_axes=(0, 0, 0, EpochInputs(None, 0, None), 0)),
         config.parallel, devices, in_specs=(REPLICATED, batch_split, batch_split, REPLICATED, batch_split),
         out_specs=REPLICATED, donate_argnums=(0,),
     ))

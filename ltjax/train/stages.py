@@ -67,23 +67,31 @@ def _check_finite(first: TrainedRun, init_from: str) -> None:
 
 
 def _merged(own: dict, loaded: dict, fresh: tuple[str, ...], init_from: str) -> dict:
-    """`own`'s parameters, each replaced by `loaded`'s under the same path unless it lies under a `fresh` prefix."""
+    """`own`'s parameters, each replaced by `loaded`'s under the same path unless it lies under a `fresh` prefix.
+
+    Raises:
+      ConfigError: a kept parameter the first stage lacks (or holds in another shape), or one the first stage has
+        that this model does not: its head is another kind (a linear head's bias loaded into a normed head would
+        otherwise be dropped without a word).
+    """
     own_flat = traverse_util.flatten_dict(own, sep="/")
     loaded_flat = traverse_util.flatten_dict(loaded, sep="/")
-    merged = {}
-    for path, value in own_flat.items():
-        full = f"model/{path}"
-        if any(full == prefix or full.startswith(prefix + "/") for prefix in fresh):
-            merged[path] = value
-        elif path not in loaded_flat or np.shape(loaded_flat[path]) != np.shape(value):
-            raise ConfigError(
-                f"loss.init_from={init_from} has no parameter {full} of shape {np.shape(value)} (its head is "
-                f"{sorted(p for p in loaded_flat if p.startswith('head/'))}); this stage needs a first stage with a "
-                "linear head"
-            )
-        else:
-            merged[path] = loaded_flat[path]
-    return traverse_util.unflatten_dict(merged, sep="/")
+
+    def is_fresh(path: str) -> bool:
+        return any(f"model/{path}" == prefix or f"model/{path}".startswith(prefix + "/") for prefix in fresh)
+
+    mismatched = [path for path, value in own_flat.items() if not is_fresh(path) and (
+        path not in loaded_flat or np.shape(loaded_flat[path]) != np.shape(value))]
+    mismatched += [path for path in loaded_flat if path not in own_flat and not is_fresh(path)]
+    if mismatched:
+        heads = [sorted(p for p in flat if p.startswith("head/")) for flat in (loaded_flat, own_flat)]
+        raise ConfigError(
+            f"loss.init_from={init_from} does not hold this stage's model: "
+            f"{', '.join(f'model/{path}' for path in sorted(mismatched)[:3])} differ (its head has {heads[0]}, this "
+            f"stage's {heads[1]}): start from a first stage whose head has "
+            f"{sorted(p for p in own_flat if p.startswith('head/') and not is_fresh(p))}")
+    return traverse_util.unflatten_dict({path: own_flat[path] if is_fresh(path) else loaded_flat[path]
+                                         for path in own_flat}, sep="/")
 
 
 def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable[[str], None]) -> TrainState:

@@ -62,7 +62,8 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: TrainObjective,
-                    normalization: Normalization, *, crop_padding: int | None = None) -> Callable:
+                    normalization: Normalization, *, crop_padding: int | None = None,
+                    frozen_batch_norm: bool = False) -> Callable:
     """The per-device train step.
 
     Args:
@@ -72,6 +73,8 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
       normalization: mean/std applied on device to the uint8 images.
       crop_padding: augment on the device with random pad-crop + flip of this border (None: no augmentation); each
         example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
+      frozen_batch_norm: BatchNorm in eval mode: the state's running statistics normalise and stay as they are (a
+        second stage that freezes them, `SecondStage.frozen_batch_norm`).
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs,
@@ -85,7 +88,7 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         def loss_fn(params):
             outputs, updates = model.apply(
                 {"params": params["model"], "batch_stats": state.batch_stats},
-                inputs, train=True, mask=mask, mutable=["batch_stats"],
+                inputs, train=not frozen_batch_norm, mask=mask, mutable=["batch_stats"],
             )
             keys = example_keys(state.seed, state.step, jax.lax.axis_index(AXIS) * labels.shape[0], labels.shape[0])
             total, normalizer = objective.loss(outputs, labels, schedule.phase, state.loss_state, params["loss"],
