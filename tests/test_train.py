@@ -42,13 +42,16 @@ def _max_difference(a, b) -> float:
 
 # Methods whose step has more than per-example losses: a method state summed over devices (FFDS's DynaSmooth group
 # means; Seesaw's class counts, which its loss also reads for the current batch), per-example random draws that
-# must not depend on the device count (EQL, GCL), a term of the whole batch (LADE's regulariser).
+# must not depend on the device count (EQL, GCL), a term of the whole batch (LADE's regulariser), mixup's
+# partners from the whole batch.
 BEYOND_PER_EXAMPLE = {
     "ffds": (("loss.name", "ffds"), ("loss.ffds_start", "0")),
     "seesaw": (("loss.name", "seesaw"),),
     "eql": (("loss.name", "eql"), ("loss.tail_threshold", "0.2")),
     "lade": (("loss.name", "lade"), ("loss.alpha", "0.5")),
     "gcl": (("loss.name", "gcl"),),
+    "mixup": (("mixup_alpha", "1.0"),),
+    "gcl with mixup": (("loss.name", "gcl"), ("mixup_alpha", "0.2")),
 }
 
 
@@ -73,6 +76,27 @@ def test_one_device_eight_device_shard_map_and_pmap_steps_agree(method):
     assert _max_difference(reference.params, initial.params) > 1e-3  # the step did update the parameters
     if jax.tree.leaves(initial.loss_state):
         assert _max_difference(reference.loss_state, initial.loss_state) > 1e-6  # and collected its statistics
+
+
+def test_a_mixup_step_trains_on_the_mixed_batch_with_both_label_sets():
+    """The step's loss is lam CE(z, y) + (1 - lam) CE(z, y[partner]), z the model's logits of the mixed images."""
+    from ltjax.data import mixup
+    from ltjax.data.augment import normalize
+
+    trainer, state, (images, labels) = small_program(("mixup_alpha", "1.0"), devices=jax.devices()[:1])
+    before = jax.device_get(state)
+    new_state = trainer.train_step(state, images, labels, trainer.epoch_inputs(0))
+    weight_key, partner_key = mixup.mixup_keys(int(before.seed), int(before.step))
+    weight = mixup.mixup_lambda(weight_key, 1.0)
+    partners = mixup.mixup_partners(partner_key, jnp.ones(len(labels), bool))
+    mixed = weight * normalize(images, NORMALIZATION) + (1 - weight) * normalize(images[np.asarray(partners)],
+                                                                                NORMALIZATION)
+    (logits, _), _ = trainer.model.apply({"params": before.params["model"], "batch_stats": before.batch_stats},
+                                         mixed, train=True, mutable=["batch_stats"])
+    expected = weight * losses.mean(losses.softmax_cross_entropy(logits, labels)) + (1 - weight) * losses.mean(
+        losses.softmax_cross_entropy(logits, labels[np.asarray(partners)]))
+    assert 0.0 < float(weight) < 1.0
+    np.testing.assert_allclose(float(new_state.totals.loss_sum), float(expected), rtol=1e-5)
 
 
 def test_train_step_compiles_once_across_deferred_phases():

@@ -64,6 +64,9 @@ RUN_KEYS = {
     "data_cache_dir": Key("", "folder of the decoded image caches (empty: $LTJAX_CACHE_DIR or ~/.cache/ltjax)"),
     "test_every_epoch": Key(True, "evaluate the test split after every epoch too (logged beside validation): what "
                                   "the papers' best-epoch protocol reads"),
+    "mixup_alpha": Key(0.0, "mixup of every training batch with Beta(alpha, alpha) weights, for any method (0: off; "
+                            "MiSLAS's first stage: 1 on CIFAR, 0.2 on ImageNet-LT, iNaturalist and Places-LT)",
+                       minimum=0.0),
 }
 
 SECTION_KEYS = {"model": MODEL_KEYS, "optimizer": OPTIMIZER_KEYS}

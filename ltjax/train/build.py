@@ -59,7 +59,8 @@ _SMALL_INPUT_SIDE = 64
 _TORCHVISION_RESNETS = ("resnet10", "resnet18", "resnet50")
 # What ensemble members must share: everything but the seed and the method.
 SHARED_KEYS = (
-    "dataset", "model", "optimizer", "num_epochs", "batch_size", "eval_batch_size", "parallel", "num_devices"
+    "dataset", "model", "optimizer", "num_epochs", "batch_size", "eval_batch_size", "parallel", "num_devices",
+    "mixup_alpha",
 )
 
 
@@ -281,7 +282,8 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
     train_step = _all_real_by_default(data_parallel(
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
                                    crop_padding=data.crop_padding,
-                                   frozen_batch_norm=stage is not None and stage.frozen_batch_norm),
+                                   frozen_batch_norm=stage is not None and stage.frozen_batch_norm,
+                                   mixup_alpha=config.mixup_alpha),
                    in_axes=(0, 0, 0, EpochInputs(None, 0, None), 0)),
         config.parallel, devices, in_specs=(REPLICATED, batch_split, batch_split, REPLICATED, batch_split),
         out_specs=REPLICATED, donate_argnums=(0,),
@@ -349,7 +351,9 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
         "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
                    f"{objectives[0].num_classes} classes, {int(np.sum(data.class_counts))} training images)",
         "model": f"{name}, {head} head, {config.model.dtype}",
-        "augmentation": f"pad-{data.crop_padding} crop + flip, on the device" if data.crop_padding else "none",
+        "augmentation": ", ".join(([f"pad-{data.crop_padding} crop + flip, on the device"] if data.crop_padding
+                                   else []) + ([f"mixup (alpha {config.mixup_alpha:g})"] if config.mixup_alpha else [])
+                                  ) or "none",
         "learning_rate": {"base": config.optimizer.learning_rate, "warmup_epochs": warmup,
                           "decay": [{"from_epoch": epoch, "multiplier": multiplier} for epoch, multiplier in decay]},
         "num_epochs": config.num_epochs,

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ltjax.data import device_augment
+from ltjax.data import device_augment, mixup
 from ltjax.data.augment import Normalization, normalize
 from ltjax.methods import TrainObjective
 from ltjax.methods.base import example_keys
@@ -63,7 +63,7 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: TrainObjective,
                     normalization: Normalization, *, crop_padding: int | None = None,
-                    frozen_batch_norm: bool = False) -> Callable:
+                    frozen_batch_norm: bool = False, mixup_alpha: float = 0.0) -> Callable:
     """The per-device train step.
 
     Args:
@@ -75,31 +75,46 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         example's draw is a pure function of (the state's seed, epoch, global step, its position in the batch).
       frozen_batch_norm: BatchNorm in eval mode: the state's running statistics normalise and stay as they are (a
         second stage that freezes them, `SecondStage.frozen_batch_norm`).
+      mixup_alpha: mix each batch with `Beta(alpha, alpha)` weights and partners from the global batch
+        (`ltjax.data.mixup`); the loss is the weighted sum of the method's loss on both label sets, the accuracy and
+        the method's statistics use the examples' own labels. 0: no mixup.
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs,
                    mask: jax.Array) -> TrainState:
+        first = jax.lax.axis_index(AXIS) * images.shape[0]
         if crop_padding is not None:
             key = device_augment.step_key(state.seed, schedule.epoch, state.step)
-            first = jax.lax.axis_index(AXIS) * images.shape[0]
             images = device_augment.pad_crop_flip(images, key, padding=crop_padding, index_offset=first)
         inputs = normalize(images, normalization)
+        keys = example_keys(state.seed, state.step, first, labels.shape[0])
+        # The loss's terms: (weight, labels, per-example keys); mixup adds the partners' labels, with keys of their own
+        # (a method that draws per label, as GCL, draws anew for them).
+        terms = [(1.0, labels, keys)]
+        if mixup_alpha > 0:
+            weight, partners = _mixup_partners(state, images, labels, mask, first, mixup_alpha)
+            partner_images, partner_labels = partners
+            inputs = weight * inputs + (1.0 - weight) * normalize(partner_images, normalization)
+            terms = [(weight, labels, keys), (1.0 - weight, partner_labels, jax.vmap(jax.random.fold_in,
+                                                                                        (0, None))(keys, 1))]
 
         def loss_fn(params):
             outputs, updates = model.apply(
                 {"params": params["model"], "batch_stats": state.batch_stats},
                 inputs, train=not frozen_batch_norm, mask=mask, mutable=["batch_stats"],
             )
-            keys = example_keys(state.seed, state.step, jax.lax.axis_index(AXIS) * labels.shape[0], labels.shape[0])
-            total, normalizer = objective.loss(outputs, labels, schedule.phase, state.loss_state, params["loss"],
-                                               mask, keys, AXIS)
-            normalizer = jax.lax.psum(normalizer, AXIS)
-            # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
-            return total * jax.lax.psum(1, AXIS) / normalizer, (outputs, updates, total, normalizer)
+            objective_value, batch_loss = 0.0, 0.0
+            for weight, term_labels, term_keys in terms:
+                total, normalizer = objective.loss(outputs, term_labels, schedule.phase, state.loss_state,
+                                                   params["loss"], mask, term_keys, AXIS)
+                normalizer = jax.lax.psum(normalizer, AXIS)
+                # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
+                objective_value += weight * total * jax.lax.psum(1, AXIS) / normalizer
+                batch_loss += weight * jax.lax.psum(total, AXIS) / normalizer
+            return objective_value, (outputs, updates, batch_loss)
 
-        grads, (outputs, updates, total, normalizer) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (outputs, updates, batch_loss) = jax.grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
-        batch_loss = jax.lax.psum(total, AXIS) / normalizer
         param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
                                                     learning_rate=schedule.learning_rate)
         totals = state.totals.add(
@@ -116,6 +131,16 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         )
 
     return train_step
+
+
+def _mixup_partners(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array, first: jax.Array,
+                    alpha: float) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """This shard's mixup weight and its examples' partners (images, labels), drawn over the global batch: the whole
+    batch is gathered (uint8, after the augmentation), so the mixed batch does not depend on the number of devices."""
+    weight_key, partner_key = mixup.mixup_keys(state.seed, state.step)
+    every_image, every_label, every_mask = (jax.lax.all_gather(x, AXIS, tiled=True) for x in (images, labels, mask))
+    chosen = jax.lax.dynamic_slice_in_dim(mixup.mixup_partners(partner_key, every_mask), first, images.shape[0])
+    return mixup.mixup_lambda(weight_key, alpha), (every_image[chosen], every_label[chosen])
 
 
 def make_eval_step(model, normalization: Normalization, objective: TrainObjective) -> Callable:
