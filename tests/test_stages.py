@@ -94,3 +94,24 @@ def test_gcl_classifier_stage_keeps_the_first_stage_classifier_and_batch_norm_st
             np.testing.assert_array_equal(after_params[path], value, err_msg=path)
     for path, value in _flat(before.batch_stats).items():
         np.testing.assert_array_equal(_flat(after.batch_stats)[path], value, err_msg=path)
+
+
+def test_mislas_trains_the_classifier_on_with_fresh_scales_and_shifts_the_batch_norm_statistics(tmp_path):
+    """MiSLAS's stage 2 from a mixup CE run: the linear classifier trains on (not re-initialised) with a fresh LWS
+    scale per class; the backbone's parameters stay frozen while its BatchNorm statistics follow the class-balanced
+    batches (shift learning)."""
+    first = tmp_path / "mixup"
+    train_and_evaluate(config(("mixup_alpha", "1.0"), ("num_epochs", "2"), model=SMOKE_MODEL), first, say=quiet)
+    _second("mislas", first, tmp_path / "second", ("num_epochs", "2"), model=SMOKE_MODEL)
+    before, after = load_run(first, say=quiet).state, load_run(tmp_path / "second", say=quiet).state
+    before_params, after_params = _flat(before.params["model"]), _flat(after.params["model"])
+    assert set(after_params) - set(before_params) == {"head/scales"}
+    assert not np.allclose(after_params["head/scales"], 1.0)  # trained from ones
+    for path, value in before_params.items():
+        if path.startswith("head/"):
+            assert not np.allclose(after_params[path], value), path
+        else:
+            np.testing.assert_array_equal(after_params[path], value, err_msg=path)
+    moved = [path for path, value in _flat(before.batch_stats).items()
+             if not np.allclose(_flat(after.batch_stats)[path], value)]
+    assert moved, "the BatchNorm statistics did not follow the class-balanced batches"

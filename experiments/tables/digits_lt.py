@@ -5,9 +5,10 @@
 The digits (scikit-learn's 8x8 scans, ltjax's no-download default) at imbalance 100 keep 120 images of digit 0 and
 1 of digit 9 (294 training images); ResNet-8, 25 epochs, each method's phases at the same fractions of the run as in
 its 200-epoch recipe, IB with its recipe's learning-rate drop at its start; cRT and LWS re-train the classifier of
-each CE cell on class-balanced batches. No paper reports these digits: the table shows what each method does on a
-tiny, extremely imbalanced problem, and that the machinery reproduces itself (rerunning gives the same table, within
-the seeds' spread). It is not evidence about CIFAR- or ImageNet-scale performance.
+each CE cell on class-balanced batches, GCL's stage 2 that of each GCL cell, MiSLAS that of each CE + mixup cell. No
+paper reports these digits: the table shows what each method does on a tiny, extremely imbalanced problem, and that the
+machinery reproduces itself (rerunning gives the same table, within the seeds' spread). It is not evidence about CIFAR-
+or ImageNet-scale performance.
 """
 from ltjax.tables import Row, Table
 
@@ -30,8 +31,16 @@ def get_table() -> Table:
         Row("BS", {"name": "bs"}),
         Row("SWRM", {"name": "swrm"}),
         Row("DySWRM", {"name": "dyswrm"}),
+        Row("LADE", {"name": "lade"}),
+        Row("Seesaw", {"name": "seesaw"}),
+        Row("EQL (softmax)", {"name": "eql"}),
+        Row("VS", {"name": "vs"}),
+        Row("GCL", {"name": "gcl"}),
+        Row("CE + mixup", {"name": "ce"}, overrides={"mixup_alpha": 1.0}),
         Row("CE + cRT", {"name": "crt"}, overrides={"dataset.sampler": "class_balanced"}, after="CE"),
         Row("CE + LWS", {"name": "lws"}, overrides={"dataset.sampler": "class_balanced"}, after="CE"),
+        Row("GCL, stage 2", {"name": "gcl_cls"}, overrides={"dataset.sampler": "class_balanced"}, after="GCL"),
+        Row("MiSLAS", {"name": "mislas"}, overrides={"dataset.sampler": "class_balanced"}, after="CE + mixup"),
     )
     return Table(
         name="digits_lt",

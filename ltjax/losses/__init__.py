@@ -34,6 +34,7 @@ from ltjax.losses.ffds import dynasmooth_probs, ffds_loss
 from ltjax.losses.gaussian_cloud import gcl_cloud, gcl_cloud_amplitudes, gcl_loss
 from ltjax.losses.iif import iif_logits, iif_loss
 from ltjax.losses.influence import influence_balanced_loss
+from ltjax.losses.label_aware import label_aware_smoothing_loss, las_smoothing
 from ltjax.losses.lade import (
     lade_ce_loss,
     lade_logits,
@@ -70,11 +71,13 @@ __all__ = [
     "kps_margins",
     "kps_radii",
     "kps_scales",
+    "label_aware_smoothing_loss",
     "lade_ce_loss",
     "lade_logits",
     "lade_loss",
     "lade_regularizer",
     "lade_regularizer_per_example",
+    "las_smoothing",
     "ldam_loss",
     "ldam_margins",
     "logit_adjusted_loss",

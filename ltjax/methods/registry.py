@@ -15,6 +15,7 @@ from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NOR
 from ltjax.losses.cross_entropy import CLASS_BALANCED_LOSS_TYPES
 from ltjax.losses.gaussian_cloud import GCL_CLASSIFIER_DEFAULTS
 from ltjax.losses.influence import INFLUENCE_BALANCED_VARIANTS
+from ltjax.losses.label_aware import LAS_SHAPES
 from ltjax.losses.similarity_window import SIMILARITY_KERNELS
 from ltjax.methods.base import Inputs, Method, PerExample, Phase, SecondStage, cross_entropy
 from ltjax.schedules import drw_class_weights
@@ -446,9 +447,43 @@ GCL_CLASSIFIER = Method(
           + _GCL_NO_MIXUP,
 )
 
+def _label_aware_smoothing(inputs: Inputs) -> PerExample:
+    return PerExample(losses.label_aware_smoothing_loss(
+        inputs.logits, inputs.labels, class_counts=inputs.stats.counts, shape=inputs.hp["shape"],
+        **_numbers(inputs, "smooth_head", "smooth_tail", "power")))
+
+
+MISLAS = Method(
+    name="mislas",
+    summary="MiSLAS stage 2 (Zhong et al., CVPR 2021): a mixup-trained first stage's linear classifier trained on, "
+            "with a fresh LWS scale per class, by label-aware smoothing on class-balanced batches; BatchNorm "
+            "statistics re-estimated on them (shift learning)",
+    keys={
+        **_FIRST_STAGE,
+        **signature_defaults(
+            losses.label_aware_smoothing_loss,
+            {"smooth_head": "smoothing of the largest class (CIFAR-100-LT IF100 0.4, IF50 0.3, IF10 0.2; "
+                            "CIFAR-10-LT IF100 0.3, IF50 0.2, IF10 0.1)",
+             "smooth_tail": "smoothing of the smallest class (CIFAR-100-LT IF100 0.1; the other configs 0)",
+             "shape": "rise of the smoothing from tail to head: concave, linear, convex, exp",
+             "power": "exponent of the exp shape (1: linear)"},
+            static=("shape",), choices={"shape": LAS_SHAPES}),
+    },
+    phases=(Phase("LAS", _label_aware_smoothing),),
+    head="scaled_linear",
+    second_stage=SecondStage(trains=("model/head",), fresh=("model/head/scales",), requires=_CLASS_BALANCED),
+    notes="Start from a ce run trained with mixup (--config.mixup_alpha=1 on CIFAR, 0.2 on the large sets). The "
+          "reference trains the first stage's classifier on (not re-initialised) with a per-class LWS scale, 10 "
+          "epochs at batch 128 with a cosine learning rate; it scales the classifier's rate by lr_factor (CIFAR-100-LT "
+          "IF100: 0.2), which ltjax does not split. BatchNorm runs in training mode, so its running statistics follow "
+          "the class-balanced batches while its affine parameters stay fixed (the reference's shift_bn; its "
+          "CIFAR-10-LT configs turn it off). The reference samples 4 consecutive images per class and stops each "
+          "epoch after ceil(N/128) + 1 batches.",
+)
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (CE, FOCAL, CLASS_BALANCED, LDAM_DRW, INFLUENCE_BALANCED, FFDS, KPS, IIF, LOGIT_ADJUSTED,
                    BALANCED_SOFTMAX, SWRM, DYSWRM, LADE, SEESAW, SOFTMAX_EQL, VECTOR_SCALING,
-                   GAUSSIAN_CLOUDED_LOGITS, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING, GCL_CLASSIFIER)
+                   GAUSSIAN_CLOUDED_LOGITS, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING, GCL_CLASSIFIER, MISLAS)
 }

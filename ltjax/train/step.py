@@ -89,7 +89,7 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         inputs = normalize(images, normalization)
         keys = example_keys(state.seed, state.step, first, labels.shape[0])
         # The loss's terms: (weight, labels, per-example keys); mixup adds the partners' labels, with keys of their own
-        # (a method that draws per label, as GCL, draws anew for them).
+        # (a method that draws per label draws anew for them).
         terms = [(1.0, labels, keys)]
         if mixup_alpha > 0:
             weight, partners = _mixup_partners(state, images, labels, mask, first, mixup_alpha)
