@@ -231,6 +231,8 @@ DIFFERENTIABLE = {
     ),
     "gcl": Case(lambda z, y, a, **n: losses.gcl_loss(z, y, _cloud(a), class_counts=a.counts, **n),
                 {"margin": (0.0, 0.5), "scale": (10.0, 30.0), "noise_mul": (0.0, 0.5, 1.0)}),
+    "grw": Case(lambda z, y, a, rho=1.2: losses.grw_loss(z, y, class_counts=a.counts, rho=rho),
+                {"rho": (0.0, 0.5, 1.2)}),
     "las": Case(lambda z, y, a, **n: losses.label_aware_smoothing_loss(z, y, class_counts=a.counts, **n),
                 {"smooth_head": (0.0, 0.2, 0.4), "smooth_tail": (0.0, 0.1, 0.3)}),
     "las_exp": Case(

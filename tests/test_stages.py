@@ -115,3 +115,17 @@ def test_mislas_trains_the_classifier_on_with_fresh_scales_and_shifts_the_batch_
     moved = [path for path, value in _flat(before.batch_stats).items()
              if not np.allclose(_flat(after.batch_stats)[path], value)]
     assert moved, "the BatchNorm statistics did not follow the class-balanced batches"
+
+
+def test_disalign_trains_only_the_calibration_on_a_frozen_linear_classifier(tmp_path):
+    first = tmp_path / "ce"
+    train_and_evaluate(config(("num_epochs", "2"), model=SMOKE_MODEL), first, say=quiet)
+    train_and_evaluate(config(("loss.name", "disalign"), ("loss.init_from", str(first)), ("num_epochs", "2"),
+                              model=SMOKE_MODEL), tmp_path / "second", say=quiet)
+    before, after = load_run(first, say=quiet).state, load_run(tmp_path / "second", say=quiet).state
+    before_params, after_params = _flat(before.params["model"]), _flat(after.params["model"])
+    calibration = {"head/logit_scale", "head/logit_bias", "head/confidence_kernel", "head/confidence_bias"}
+    assert set(after_params) - set(before_params) == calibration
+    for path, value in before_params.items():
+        np.testing.assert_array_equal(after_params[path], value, err_msg=path)  # classifier and backbone frozen
+    assert not np.allclose(after_params["head/logit_bias"], 0.0)

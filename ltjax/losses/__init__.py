@@ -29,6 +29,7 @@ from ltjax.losses.class_vectors import (
     normalize_class_weights,
 )
 from ltjax.losses.cross_entropy import class_balanced_loss, focal_loss, softmax_cross_entropy
+from ltjax.losses.disalign import disalign_logits, grw_class_weights, grw_loss
 from ltjax.losses.equalization import eql_drop_mask, eql_tail_classes, softmax_eql_loss
 from ltjax.losses.ffds import dynasmooth_probs, ffds_loss
 from ltjax.losses.gaussian_cloud import gcl_cloud, gcl_cloud_amplitudes, gcl_loss
@@ -53,6 +54,7 @@ __all__ = [
     "balanced_softmax_loss",
     "class_balanced_loss",
     "class_balanced_weights",
+    "disalign_logits",
     "dynasmooth_probs",
     "eql_drop_mask",
     "eql_tail_classes",
@@ -62,6 +64,8 @@ __all__ = [
     "gcl_cloud",
     "gcl_cloud_amplitudes",
     "gcl_loss",
+    "grw_class_weights",
+    "grw_loss",
     "iif_logits",
     "iif_loss",
     "iif_weights",

@@ -481,9 +481,35 @@ MISLAS = Method(
           "epoch after ceil(N/128) + 1 batches.",
 )
 
+_DISALIGN_PARAMETERS = tuple(f"model/head/{name}" for name in ("logit_scale", "logit_bias", "confidence_kernel",
+                                                                "confidence_bias"))
+
+
+def _generalized_reweighting(inputs: Inputs) -> PerExample:
+    weights = losses.grw_class_weights(inputs.stats.counts, rho=inputs.hp["rho"])
+    return PerExample(losses.grw_loss(inputs.logits, inputs.labels, class_counts=inputs.stats.counts,
+                                      rho=inputs.hp["rho"]), weights[inputs.labels])
+
+
+DISALIGN = Method(
+    name="disalign",
+    summary="DisAlign (Zhang et al., CVPR 2021): a first stage's linear classifier frozen, its logits calibrated "
+            "as (1 + sigma alpha) z + sigma beta with a per-example confidence sigma, trained with the generalized "
+            "re-weighting loss",
+    keys={**_FIRST_STAGE, **signature_defaults(losses.grw_loss, {"rho": "re-weighting exponent (ImageNet-LT 1.2)"})},
+    phases=(Phase("GRW", _generalized_reweighting),),
+    head="disalign",
+    second_stage=SecondStage(trains=_DISALIGN_PARAMETERS, fresh=_DISALIGN_PARAMETERS),
+    notes="As the classification code (cvpods' DisAlignLinear and grw_loss): the calibration starts from (1 + sigma) z "
+          "(alpha at ones, the confidence kernel at 0.1), the loss is the weighted mean sum w_y CE / sum w_y, the "
+          "sampler the plain one, and the frozen backbone's BatchNorm runs in training mode. The reference recipe "
+          "is ImageNet-LT only (ResNeXt-50, 90 + 10 epochs, cosine learning rate); it has no CIFAR configuration.",
+)
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (CE, FOCAL, CLASS_BALANCED, LDAM_DRW, INFLUENCE_BALANCED, FFDS, KPS, IIF, LOGIT_ADJUSTED,
                    BALANCED_SOFTMAX, SWRM, DYSWRM, LADE, SEESAW, SOFTMAX_EQL, VECTOR_SCALING,
-                   GAUSSIAN_CLOUDED_LOGITS, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING, GCL_CLASSIFIER, MISLAS)
+                   GAUSSIAN_CLOUDED_LOGITS, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING, GCL_CLASSIFIER, MISLAS,
+                   DISALIGN)
 }

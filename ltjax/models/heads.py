@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-HEAD_NAMES = ("linear", "normed", "cosine", "scaled_linear")
+from ltjax.losses import disalign_logits
+
+HEAD_NAMES = ("linear", "normed", "cosine", "scaled_linear", "disalign")
 
 # PyTorch's `nn.Linear` default weight init, kaiming_uniform(a=sqrt(5)), is uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 pytorch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -78,6 +80,16 @@ def unit_column_uniform_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.f
     return safe_l2_normalize(kernel, axis=0).astype(dtype)
 
 
+def _affine(module: nn.Module, features: jax.Array, num_classes: int, kernel_init: nn.initializers.Initializer,
+            param_dtype: Any) -> jax.Array:
+    """`x @ W + b` in float32 with `module`'s parameters `kernel` `[D, C]` and `bias` `[C]` (PyTorch's init)."""
+    features = features.astype(jnp.float32)
+    fan_in = features.shape[-1]
+    kernel = module.param("kernel", kernel_init, (fan_in, num_classes), param_dtype)
+    bias = module.param("bias", pytorch_linear_bias_init(fan_in), (num_classes,), param_dtype)
+    return _exact_matmul(features, kernel.astype(jnp.float32)) + bias.astype(jnp.float32)
+
+
 class LinearHead(nn.Module):
     """A plain affine classifier, `x @ W + b` (PyTorch `nn.Linear`), optionally with a learnable scale per class.
 
@@ -103,14 +115,43 @@ class LinearHead(nn.Module):
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
-        features = features.astype(jnp.float32)
-        fan_in = features.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (fan_in, self.num_classes), self.param_dtype)
-        bias = self.param("bias", pytorch_linear_bias_init(fan_in), (self.num_classes,), self.param_dtype)
-        logits = _exact_matmul(features, kernel.astype(jnp.float32)) + bias.astype(jnp.float32)
+        logits = _affine(self, features, self.num_classes, self.kernel_init, self.param_dtype)
         if self.learnable_scales:
             logits = logits * self.param("scales", nn.initializers.ones, (self.num_classes,), self.param_dtype)
         return logits
+
+
+class DisAlignHead(nn.Module):
+    """A linear classifier with DisAlign's adaptive calibration (Zhang et al., CVPR 2021; cvpods' `DisAlignLinear`):
+    `(1 + sigma alpha) (x @ W + b) + sigma beta` with `sigma = sigmoid(x @ v + v0)` (`losses.disalign_logits`).
+
+    `kernel` and `bias` are named as in `LinearHead`, so a first stage's linear head loads into them; DisAlign's
+    second stage trains only `logit_scale` (alpha, starting at ones), `logit_bias` (beta, zeros) and the confidence
+    layer (`confidence_kernel`, the constant 0.1 as the reference; `confidence_bias`, PyTorch's default uniform).
+
+    Attributes:
+      num_classes: C.
+      kernel_init: initialiser of the `[D, C]` kernel.
+      param_dtype: dtype of the parameters.
+    """
+
+    num_classes: int
+    kernel_init: nn.initializers.Initializer = pytorch_linear_kernel_init
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        logits = _affine(self, features, self.num_classes, self.kernel_init, self.param_dtype)
+        fan_in = features.shape[-1]
+        confidence_kernel = self.param("confidence_kernel", nn.initializers.constant(0.1), (fan_in, 1),
+                                       self.param_dtype)
+        confidence_bias = self.param("confidence_bias", pytorch_linear_bias_init(fan_in), (1,), self.param_dtype)
+        confidence = (_exact_matmul(features.astype(jnp.float32), confidence_kernel.astype(jnp.float32))
+                      + confidence_bias.astype(jnp.float32))[..., 0]
+        return disalign_logits(
+            logits, confidence,
+            logit_scale=self.param("logit_scale", nn.initializers.ones, (self.num_classes,), self.param_dtype),
+            logit_bias=self.param("logit_bias", nn.initializers.zeros, (self.num_classes,), self.param_dtype))
 
 
 class NormedLinearHead(nn.Module):
@@ -207,6 +248,8 @@ def make_head(
         return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name="head")
     if head == "normed":
         return NormedLinearHead(num_classes, param_dtype=param_dtype, name="head")
+    if head == "disalign":
+        return DisAlignHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name="head")
     if head == "scaled_linear":
         return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, learnable_scales=True,
                           name="head")
