@@ -91,3 +91,15 @@ def ffds(z, y, counts, class_means, beta, gamma_min, gamma_max, eps, k, normaliz
 def iif_raw(z, y, counts):
     n = counts.astype(np.float64)
     return ce(z * np.log(n.sum() / n), y)
+
+
+def longtail_case(seed, batch, num_classes, scale=3.0):
+    """Random logits and labels, and CIFAR-like counts (imbalance 100) in a shuffled class order with the rarest class
+    of a single image; some classes are absent from the batch when B is small."""
+    rng = np.random.default_rng(seed)
+    counts = np.round(500 * 0.01 ** (np.arange(num_classes) / max(num_classes - 1, 1))).astype(np.int64)
+    counts[-1] = 1
+    counts = counts[rng.permutation(num_classes)]
+    z = scale * rng.standard_normal((batch, num_classes))
+    y = rng.integers(0, num_classes, size=batch)
+    return z, y, counts

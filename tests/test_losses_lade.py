@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 from jax.test_util import check_grads
+from numpy_reference import longtail_case
 from tolerance import assert_close_to_scale
 
 from ltjax import losses
@@ -54,18 +55,6 @@ def ref_total(z, y, counts, alpha, remine_lambda):
     return np.mean(ref_lade_ce(z, y, counts)) + alpha * ref_regularizer(z, y, counts, remine_lambda)
 
 
-def _case(seed, batch, num_classes, scale=3.0):
-    """Random logits and labels; counts in a shuffled class order with one class of a single image; some classes
-    absent from the batch when B is small."""
-    rng = np.random.default_rng(seed)
-    counts = np.round(500 * 0.01 ** (np.arange(num_classes) / max(num_classes - 1, 1))).astype(np.int64)
-    counts[-1] = 1
-    counts = counts[rng.permutation(num_classes)]
-    z = scale * rng.standard_normal((batch, num_classes))
-    y = rng.integers(0, num_classes, size=batch)
-    return z, y, counts
-
-
 CASES = [(0, 1, 3), (1, 7, 10), (2, 64, 10), (3, 64, 100), (4, 7, 100)]
 HYPER = [(0.1, 0.01), (0.05, 0.5), (1.0, 0.0), (0.0, 0.1)]
 
@@ -75,7 +64,7 @@ HYPER = [(0.1, 0.01), (0.05, 0.5), (1.0, 0.0), (0.0, 0.1)]
 @pytest.mark.parametrize("seed, batch, num_classes", CASES)
 @pytest.mark.parametrize("alpha, remine_lambda", HYPER)
 def test_values_match_the_float64_reference(seed, batch, num_classes, alpha, remine_lambda):
-    z, y, counts = _case(seed, batch, num_classes)
+    z, y, counts = longtail_case(seed, batch, num_classes)
     with jax.enable_x64(True):
         zj, yj = jnp.asarray(z), jnp.asarray(y)
         ce = lade_ce_loss(zj, yj, class_counts=counts)
@@ -95,7 +84,7 @@ def test_values_match_the_float64_reference(seed, batch, num_classes, alpha, rem
 
 
 def test_values_in_float32_match_the_reference():
-    z, y, counts = _case(5, 64, 100)
+    z, y, counts = longtail_case(5, 64, 100)
     got = lade_regularizer(jnp.asarray(z, jnp.float32), y, class_counts=counts)
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, ref_regularizer(z.astype(np.float32).astype(np.float64), y, counts, 0.01),
@@ -107,7 +96,7 @@ def test_values_in_float32_match_the_reference():
 
 def test_absent_classes_are_not_masked_out_of_the_regulariser():
     """A class absent from the batch contributes p_s(c) (s_c + lambda s_c^2): dropping it changes R."""
-    z, y, counts = _case(6, 4, 10)
+    z, y, counts = longtail_case(6, 4, 10)
     absent = np.setdiff1d(np.arange(10), y)
     assert absent.size > 0
     with jax.enable_x64(True):
@@ -122,7 +111,7 @@ def test_absent_classes_are_not_masked_out_of_the_regulariser():
 
 
 def test_the_class_order_does_not_matter():
-    z, y, counts = _case(7, 16, 10)
+    z, y, counts = longtail_case(7, 16, 10)
     order = np.random.default_rng(0).permutation(10)
     relabel = np.argsort(order)  # new index of each old class
     with jax.enable_x64(True):
@@ -133,7 +122,7 @@ def test_the_class_order_does_not_matter():
 
 
 def test_the_batch_is_axis_minus_two_and_leading_axes_are_separate_batches():
-    z, y, counts = _case(8, 12, 5)
+    z, y, counts = longtail_case(8, 12, 5)
     nested_z, nested_y = z.reshape(3, 4, 5), y.reshape(3, 4)
     with jax.enable_x64(True):
         for fn in (lade_loss, lade_regularizer):
@@ -153,7 +142,7 @@ def test_the_batch_is_axis_minus_two_and_leading_axes_are_separate_batches():
 
 
 def test_lade_ce_is_logit_adjustment_with_the_codes_epsilon():
-    z, y, counts = _case(9, 32, 10)
+    z, y, counts = longtail_case(9, 32, 10)
     prior = counts / counts.sum()
     with jax.enable_x64(True):
         ce = lade_ce_loss(jnp.asarray(z), jnp.asarray(y), class_counts=counts)
@@ -166,7 +155,7 @@ def test_lade_ce_is_logit_adjustment_with_the_codes_epsilon():
 
 
 def test_alpha_zero_is_lade_ce_and_the_shares_average_to_the_regulariser():
-    z, y, counts = _case(10, 16, 10)
+    z, y, counts = longtail_case(10, 16, 10)
     zj, yj = jnp.asarray(z, jnp.float32), jnp.asarray(y)
     np.testing.assert_allclose(lade_loss(zj, yj, class_counts=counts, alpha=0.0), lade_ce_loss(zj, yj,
                                class_counts=counts), rtol=1e-6)
@@ -181,7 +170,7 @@ def test_alpha_zero_is_lade_ce_and_the_shares_average_to_the_regulariser():
 
 @pytest.mark.parametrize("seed, batch, num_classes, order", [(11, 1, 3, 1), (12, 9, 5, 2)])
 def test_check_grads_in_float64(seed, batch, num_classes, order):
-    z, y, counts = _case(seed, batch, num_classes, scale=1.5)
+    z, y, counts = longtail_case(seed, batch, num_classes, scale=1.5)
     with jax.enable_x64(True):
         zj, yj = jnp.asarray(z), jnp.asarray(y)
         check_grads(jax.jit(lambda v: lade_regularizer(v, yj, class_counts=counts, remine_lambda=0.1)), (zj,),
@@ -193,7 +182,7 @@ def test_check_grads_in_float64(seed, batch, num_classes, order):
 
 
 def test_the_shares_have_the_gradient_of_the_regulariser():
-    z, y, counts = _case(13, 16, 10)
+    z, y, counts = longtail_case(13, 16, 10)
     with jax.enable_x64(True):
         zj, yj = jnp.asarray(z), jnp.asarray(y)
         scalar = jax.grad(lambda v: lade_regularizer(v, yj, class_counts=counts))(zj)
@@ -217,7 +206,7 @@ def _split(x, shards):
 
 @pytest.mark.parametrize("shards", [2, 4])
 def test_vmapped_shards_give_the_value_and_gradient_of_the_whole_batch(shards):
-    z, y, counts = _case(14, 24, 10)
+    z, y, counts = longtail_case(14, 24, 10)
     mask = np.ones(24, bool)
     mask[-7:] = False  # padding: with 4 shards, the last one holds none of the batch
     real = int(mask.sum())
@@ -259,7 +248,7 @@ def test_vmapped_shards_give_the_value_and_gradient_of_the_whole_batch(shards):
 
 def test_a_per_device_mean_is_a_different_loss():
     """Without axis_name each shard sees its own batch: the average of the shards' R is not the global R."""
-    z, y, counts = _case(15, 16, 10)
+    z, y, counts = longtail_case(15, 16, 10)
     with jax.enable_x64(True):
         whole = lade_regularizer(jnp.asarray(z), jnp.asarray(y), class_counts=counts)
         local = jax.vmap(functools.partial(lade_regularizer, class_counts=counts))(_split(jnp.asarray(z), 4),
@@ -277,7 +266,7 @@ def test_a_data_parallel_train_step_gets_the_gradient_of_the_global_batch(mode):
         pytest.skip("needs 4 devices (tests/conftest.py gives the session 8 CPU devices)")
     rng = np.random.default_rng(16)
     batch, dim, num_classes = 16, 6, 10
-    _, y, counts = _case(16, batch, num_classes)
+    _, y, counts = longtail_case(16, batch, num_classes)
     x = rng.standard_normal((batch, dim))
     weights = rng.standard_normal((dim, num_classes))
     mask = np.ones(batch, bool)
@@ -322,7 +311,7 @@ def test_a_data_parallel_train_step_gets_the_gradient_of_the_global_batch(mode):
 
 
 def test_a_masked_example_is_left_out_of_the_batch():
-    z, y, counts = _case(17, 10, 5)
+    z, y, counts = longtail_case(17, 10, 5)
     mask = np.array([True] * 7 + [False] * 3)
     with jax.enable_x64(True):
         zj, yj = jnp.asarray(z), jnp.asarray(y)
@@ -344,7 +333,7 @@ def test_a_masked_example_is_left_out_of_the_batch():
 
 @pytest.mark.parametrize("fn", [lade_loss, lade_regularizer_per_example, lade_ce_loss])
 def test_an_out_of_range_label_gives_nan_for_that_example_only(fn):
-    z, y, counts = _case(18, 6, 5)
+    z, y, counts = longtail_case(18, 6, 5)
     keep = np.arange(6) != 2
 
     @jax.jit
@@ -365,7 +354,7 @@ def test_an_out_of_range_label_gives_nan_for_that_example_only(fn):
 
 
 def test_an_out_of_range_label_makes_the_scalar_regulariser_nan_unless_masked():
-    z, y, counts = _case(18, 6, 5)
+    z, y, counts = longtail_case(18, 6, 5)
     keep = np.arange(6) != 2
 
     @jax.jit
@@ -383,7 +372,7 @@ def test_an_out_of_range_label_makes_the_scalar_regulariser_nan_unless_masked():
 
 
 def test_an_empty_batch_is_zero_with_a_finite_gradient():
-    z, y, counts = _case(19, 4, 5)
+    z, y, counts = longtail_case(19, 4, 5)
     mask = np.zeros(4, bool)
     assert float(lade_regularizer(z.astype(np.float32), y, class_counts=counts, mask=mask)) == 0.0
     np.testing.assert_array_equal(lade_loss(z.astype(np.float32), y, class_counts=counts, mask=mask), 0.0)
@@ -395,7 +384,7 @@ def test_an_empty_batch_is_zero_with_a_finite_gradient():
 
 
 def test_bf16_logits_compute_in_float32():
-    z, y, counts = _case(20, 8, 10)
+    z, y, counts = longtail_case(20, 8, 10)
     low = jnp.asarray(z, jnp.bfloat16)
     as_f32 = low.astype(jnp.float32)
     for fn in (lade_loss, lade_regularizer_per_example, lade_ce_loss, lade_regularizer):
@@ -407,7 +396,7 @@ def test_bf16_logits_compute_in_float32():
 
 @pytest.mark.parametrize("name, values", [("alpha", (0.0, 0.1, 0.5)), ("remine_lambda", (0.0, 0.01, 0.5))])
 def test_jit_and_vmap_over_a_hyper_parameter(name, values):
-    z, y, counts = _case(21, 8, 10)
+    z, y, counts = longtail_case(21, 8, 10)
     zj = jnp.asarray(z, jnp.float32)
 
     def loss(value):
@@ -425,7 +414,7 @@ def test_jit_and_vmap_over_a_hyper_parameter(name, values):
 
 
 def test_traced_counts_work_under_jit():
-    z, y, counts = _case(22, 8, 10)
+    z, y, counts = longtail_case(22, 8, 10)
     fn = jax.jit(lambda v, c: lade_regularizer(v, y, class_counts=c))
     np.testing.assert_allclose(fn(jnp.asarray(z, jnp.float32), jnp.asarray(counts, jnp.float32)),
                                lade_regularizer(jnp.asarray(z, jnp.float32), y, class_counts=counts), rtol=1e-6)
@@ -435,7 +424,7 @@ def test_traced_counts_work_under_jit():
 
 
 def test_lade_logits_add_the_log_target_prior():
-    z, _, counts = _case(23, 50, 10)
+    z, _, counts = longtail_case(23, 50, 10)
     target = np.random.default_rng(1).integers(1, 50, size=10)
     target[3] = 0  # a class the split does not hold: never predicted
     with jax.enable_x64(True):
@@ -479,13 +468,13 @@ def test_lade_logits_add_the_log_target_prior():
     ],
 )
 def test_bad_inputs_raise_a_clear_value_error(call, message):
-    z, y, _ = _case(24, 4, 5)
+    z, y, _ = longtail_case(24, 4, 5)
     with pytest.raises(ValueError, match=message):
         call(jnp.asarray(z, jnp.float32), jnp.asarray(y))
 
 
 def test_a_zero_count_is_an_error_also_when_traced():
-    z, y, _ = _case(25, 4, 5)
+    z, y, _ = longtail_case(25, 4, 5)
     fn = jax.jit(lambda c: lade_regularizer(jnp.asarray(z, jnp.float32), y, class_counts=c))
     with pytest.raises(Exception, match="finite and positive"):
         jax.block_until_ready(fn(jnp.array([3.0, 0.0, 2.0, 1.0, 1.0])))

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from numpy_reference import longtail_case
 from tolerance import assert_close_to_scale
 
 from ltjax import losses
@@ -46,18 +47,6 @@ def ref_las(z, y, smooth):
     return per_example, grad
 
 
-def _case(seed, batch, num_classes, scale=3.0):
-    """Random logits and labels; CIFAR-like counts (IF 100) in a shuffled class order, the rarest class with one
-    image."""
-    rng = np.random.default_rng(seed)
-    counts = np.round(500 * 0.01 ** (np.arange(num_classes) / max(num_classes - 1, 1))).astype(np.int64)
-    counts[-1] = 1
-    counts = counts[rng.permutation(num_classes)]
-    z = scale * rng.standard_normal((batch, num_classes))
-    y = rng.integers(0, num_classes, size=batch)
-    return z, y, counts
-
-
 CASES = [(0, 1, 3), (1, 7, 10), (2, 64, 100)]
 # (shape, power) and (head, tail): the CIFAR configs, no smoothing, tail above head, full smoothing of the head.
 SHAPES = [("concave", None), ("linear", None), ("convex", None), ("exp", 0.5), ("exp", 2.0), ("exp", 3.0)]
@@ -74,7 +63,7 @@ def _kwargs(shape, power, head, tail):
 @pytest.mark.parametrize("shape, power", SHAPES)
 def test_smoothing_vector_matches_the_reference_in_float64_and_float32(shape, power):
     for seed, _, num_classes in CASES:
-        _, _, counts = _case(seed, 1, num_classes)
+        _, _, counts = longtail_case(seed, 1, num_classes)
         for head, tail in HEAD_TAIL:
             expected = ref_smoothing(counts, head, tail, shape, power)
             with jax.enable_x64(True):
@@ -105,7 +94,7 @@ def test_equal_counts_give_every_class_the_head_value(shape):
     for counts in (np.full(4, 37), np.array([1]), np.full(3, 1)):
         got = las_smoothing(counts, smooth_head=0.3, smooth_tail=0.05, shape=shape, power=2.5)
         np.testing.assert_allclose(got, np.full(len(counts), 0.3), rtol=1e-7)
-    z, y, _ = _case(5, 6, 4)
+    z, y, _ = longtail_case(5, 6, 4)
     np.testing.assert_allclose(
         label_aware_smoothing_loss(z, y, class_counts=np.full(4, 9), smooth_head=0.3, shape=shape),
         losses.softmax_cross_entropy(z, y, label_smoothing=0.3), rtol=1e-6)
@@ -138,7 +127,7 @@ def _values_and_mean_gradients(z, y, counts, head, tail, power):
 
 @pytest.mark.parametrize("seed, batch, num_classes", CASES)
 def test_values_and_gradients_match_the_float64_reference(seed, batch, num_classes):
-    z, y, counts = _case(seed, batch, num_classes)
+    z, y, counts = longtail_case(seed, batch, num_classes)
     with jax.enable_x64(True):
         for head, tail in HEAD_TAIL:
             for power in (0.5, 2.0, 3.0):
@@ -154,7 +143,7 @@ def test_values_and_gradients_match_the_float64_reference(seed, batch, num_class
 
 
 def test_float32_values_match_the_reference():
-    z, y, counts = _case(7, 64, 100)
+    z, y, counts = longtail_case(7, 64, 100)
     for shape, power in SHAPES:
         expected, _ = ref_las(z, y, ref_smoothing(counts, 0.4, 0.1, shape, power))
         got = label_aware_smoothing_loss(jnp.asarray(z, jnp.float32), y, class_counts=counts,
@@ -164,7 +153,7 @@ def test_float32_values_match_the_reference():
 
 
 def test_permuting_the_class_order_permutes_nothing_else():
-    z, y, counts = _case(8, 16, 10)
+    z, y, counts = longtail_case(8, 16, 10)
     perm = np.random.default_rng(0).permutation(10)  # new class k is old class perm[k]
     inverse = np.argsort(perm)
     for shape in LAS_SHAPES:
@@ -177,7 +166,7 @@ def test_permuting_the_class_order_permutes_nothing_else():
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.4, 1.0])
 def test_equal_head_and_tail_is_label_smoothed_cross_entropy(smoothing):
     """With h == t == a every class is smoothed by a: `softmax_cross_entropy(label_smoothing=a)` (0: plain CE)."""
-    z, y, counts = _case(9, 32, 10)
+    z, y, counts = longtail_case(9, 32, 10)
     for shape in LAS_SHAPES:
         kwargs = dict(class_counts=counts, smooth_head=smoothing, smooth_tail=smoothing, shape=shape, power=2.0)
         np.testing.assert_allclose(label_aware_smoothing_loss(jnp.asarray(z, jnp.float32), y, **kwargs),
@@ -207,7 +196,7 @@ def test_the_target_spreads_eps_over_all_classes_the_true_one_included():
 
 @pytest.mark.parametrize("shape, power", [("concave", 1.0), ("convex", 1.0), ("exp", 2.5)])
 def test_check_grads_in_float64(shape, power):
-    z, y, counts = _case(10, 5, 6)
+    z, y, counts = longtail_case(10, 5, 6)
     with jax.enable_x64(True):
         zj = jnp.asarray(z)
 
@@ -227,7 +216,7 @@ def test_check_grads_in_float64(shape, power):
 @pytest.mark.parametrize("name, values", [("smooth_head", (0.0, 0.2, 0.4)), ("smooth_tail", (0.0, 0.1, 0.3)),
                                           ("power", (0.5, 1.0, 3.0))])
 def test_one_compiled_program_sweeps_each_numeric_hyper_parameter(name, values):
-    z, y, counts = _case(11, 8, 10)
+    z, y, counts = longtail_case(11, 8, 10)
     z = jnp.asarray(z, jnp.float32)
 
     def loss(value):
@@ -241,7 +230,7 @@ def test_one_compiled_program_sweeps_each_numeric_hyper_parameter(name, values):
 
 
 def test_the_dtype_rule():
-    z, y, counts = _case(12, 6, 5)
+    z, y, counts = longtail_case(12, 6, 5)
     z32 = jnp.asarray(z, jnp.float32)
     low = label_aware_smoothing_loss(z32.astype(jnp.bfloat16), y, class_counts=counts)
     assert low.dtype == jnp.float32
@@ -255,7 +244,7 @@ def test_the_dtype_rule():
 
 
 def test_extreme_logits_give_finite_losses_and_gradients():
-    _, y, counts = _case(13, 6, 5)
+    _, y, counts = longtail_case(13, 6, 5)
     signs = np.where(np.random.default_rng(0).random((6, 5)) < 0.5, 1.0, -1.0)
     for logits in (1e4 * signs, 1e4 * np.eye(5)[y], -1e4 * np.eye(5)[y]):
         logits = jnp.asarray(logits, jnp.float32)
@@ -265,7 +254,7 @@ def test_extreme_logits_give_finite_losses_and_gradients():
 
 
 def test_out_of_range_labels_give_nan_for_that_example_only():
-    z, y, counts = _case(14, 6, 5)
+    z, y, counts = longtail_case(14, 6, 5)
     z = jnp.asarray(z, jnp.float32)
     bad = y.copy()
     bad[1], bad[4] = 5, -1
@@ -279,7 +268,7 @@ def test_out_of_range_labels_give_nan_for_that_example_only():
 
 # --- errors ----------------------------------------------------------------------------------------------------
 
-_Z, _Y, _COUNTS = _case(15, 4, 5)
+_Z, _Y, _COUNTS = longtail_case(15, 4, 5)
 
 
 @pytest.mark.parametrize(

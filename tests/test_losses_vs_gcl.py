@@ -10,6 +10,7 @@ x64 is switched on only inside these tests (`jax.enable_x64(True)` is a context 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_reference as ref
 import pytest
 from jax.test_util import check_grads
 from tolerance import assert_close_to_scale
@@ -27,19 +28,6 @@ from ltjax.losses.vector_scaling import vs_logit_scales_and_offsets, vs_loss
 # --- float64 NumPy references, step by step as the authors' code computes them --------------------------------------
 
 
-def _softmax(x):
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _onehot(y, c):
-    return np.eye(c)[y]
-
-
-def _ce(x, y):
-    return -np.log(_softmax(x)[np.arange(len(y)), y])
-
-
 def ref_vs(z, y, counts, gamma, tau, w=None):
     """`VSLoss.forward` with `reduction='none'`: `w_y * CE(z / Delta_list + iota_list)`, and dL/dz of the reduced
     loss (the batch mean, or `sum w_y l / sum w_y` with weights)."""
@@ -49,16 +37,16 @@ def ref_vs(z, y, counts, gamma, tau, w=None):
     iota = tau * np.log(n / n.sum())
     out = z / temp + iota
     wy = np.ones(len(y)) if w is None else w[y]
-    losses_ = wy * _ce(out, y)
+    losses_ = wy * ref.ce(out, y)
     norm = len(y) if w is None else wy.sum()
-    grad = wy[:, None] * (_softmax(out) - _onehot(y, z.shape[1])) / temp / norm
+    grad = wy[:, None] * (ref.softmax(out) - ref.onehot(y, z.shape[1])) / temp / norm
     return losses_, losses_.sum() / norm, grad
 
 
 def _ce_and_slope_saturating(x, y):
     """CE and its derivative `softmax - onehot` with the target's terms from `sum_{j != y} p_j`: every digit kept
     as `p_y -> 1`, where `-log(softmax)` and `p_y - 1` round to 0 even in float64."""
-    target = _onehot(y, x.shape[1]) > 0
+    target = ref.onehot(y, x.shape[1]) > 0
     ratios = np.exp(x - x[np.arange(len(y)), y][:, None])  # p_j / p_y
     others = np.where(target, 0.0, ratios).sum(1)
     slope = np.where(target, -(others / (1 + others))[:, None], ratios / (1 + others)[:, None])
@@ -71,13 +59,13 @@ def ref_gcl(cos, y, noise, counts, m, s, noise_mul, gamma, w=None, train_cls=Fal
     m_list = np.log(counts.astype(np.float64))
     m_list = m_list.max() - m_list
     clouded = cos - noise_mul * np.abs(np.clip(noise, -1, 1)) / m_list.max() * m_list
-    out = np.where(_onehot(y, cos.shape[1]) > 0, clouded - m, clouded)
+    out = np.where(ref.onehot(y, cos.shape[1]) > 0, clouded - m, clouded)
     x = s * out
     wy = np.ones(len(y)) if w is None else w[y]
     if saturating:
         plain_ce, slope = _ce_and_slope_saturating(x, y)
     else:
-        plain_ce, slope = _ce(x, y), _softmax(x) - _onehot(y, cos.shape[1])
+        plain_ce, slope = ref.ce(x, y), ref.softmax(x) - ref.onehot(y, cos.shape[1])
     ce = wy * plain_ce
     dce = wy[:, None] * s * slope
     if train_cls:
