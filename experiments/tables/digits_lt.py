@@ -41,6 +41,7 @@ def get_table() -> Table:
         Row("CE + LWS", {"name": "lws"}, overrides={"dataset.sampler": "class_balanced"}, after="CE"),
         Row("GCL, stage 2", {"name": "gcl_cls"}, overrides={"dataset.sampler": "class_balanced"}, after="GCL"),
         Row("MiSLAS", {"name": "mislas"}, overrides={"dataset.sampler": "class_balanced"}, after="CE + mixup"),
+        Row("CE + DisAlign", {"name": "disalign"}, after="CE"),
     )
     return Table(
         name="digits_lt",
