@@ -28,8 +28,9 @@ def grw_class_weights(class_counts: jax.Array, *, rho: float = 1.2) -> jax.Array
       `[C]` weights summing to C.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from ltjax.losses import grw_class_weights
-      >>> [round(w, 4) for w in grw_class_weights([100, 10, 1], rho=1.0).tolist()]
+      >>> [round(w, 4) for w in grw_class_weights(jnp.array([100, 10, 1]), rho=1.0).tolist()]
       [0.0270, 0.2703, 2.7027]
     """
     check_range(rho, 0.0, float("inf"), "rho")
