@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -86,8 +87,12 @@ def _site_of(distributions: set[str], folder: pathlib.Path) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, pathlib.Path]:
     out = tmp_path_factory.mktemp("dist")
+    # A copy of the sources: a build in place writes build/ and *.egg-info into the checkout, where another test
+    # process (pytest-xdist) may be building at the same time.
+    sources = shutil.copytree(REPOSITORY, out / "sources", ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", "*.egg-info", "_build", "__pycache__", ".pytest_cache", "dist"))
     result = _run([sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", str(out),
-                   str(REPOSITORY)], cwd=out, timeout=300)
+                   str(sources)], cwd=out, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     wheel, = out.glob("ltjax-*.whl")
     sdist, = out.glob("ltjax-*.tar.gz")
