@@ -39,6 +39,12 @@ def check_class_vector(vector: jax.Array, num_classes: int, name: str) -> None:
         raise ValueError(f"{name} must have shape [{num_classes}] (one value per class), got {jnp.shape(vector)}")
 
 
+def check_class_weights(class_weights: jax.Array | None, num_classes: int) -> None:
+    """Checks optional per-class weights: None, or shape [C]."""
+    if class_weights is not None:
+        check_class_vector(class_weights, num_classes, "class_weights")
+
+
 def check_same_batch_shape(values: jax.Array, labels: jax.Array, name: str) -> None:
     """Checks that a per-example input has the labels' shape."""
     if jnp.shape(values) != labels.shape:

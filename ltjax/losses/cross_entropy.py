@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_choice, check_class_vector, check_range
+from ltjax.losses._checks import check_choice, check_class_vector, check_class_weights, check_range
 from ltjax.losses.class_vectors import class_balanced_weights
 
 CLASS_BALANCED_LOSS_TYPES = ("softmax", "sigmoid", "focal")
@@ -83,8 +83,7 @@ def focal_loss(
       Lin et al., Focal Loss for Dense Object Detection, ICCV 2017.
     """
     num_classes = logits.shape[-1]
-    if class_weights is not None:
-        check_class_vector(class_weights, num_classes, "class_weights")
+    check_class_weights(class_weights, num_classes)
     log_prob_true, log_complement = _math.log_prob_and_complement(logits, labels)
     one_minus_p = jnp.exp(log_complement)
     modulator = _math.power_of_nonnegative(one_minus_p, _math.like(gamma, logits))

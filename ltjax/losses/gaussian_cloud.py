@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_class_vector, check_counts, check_range, concrete
+from ltjax.losses._checks import check_class_vector, check_class_weights, check_counts, check_range, concrete
 
 # The reference samples the cloud from `Normal(0, 1/3)`: clamped to [-1, 1] it is cut at three standard deviations.
 CLOUD_STD = 1.0 / 3.0
@@ -153,8 +153,7 @@ def gcl_loss(
             f"{jnp.shape(cloud)}"
         )
     check_class_vector(class_counts, num_classes, "class_counts")
-    if class_weights is not None:
-        check_class_vector(class_weights, num_classes, "class_weights")
+    check_class_weights(class_weights, num_classes)
     _check_positive(scale, "scale")
     check_range(noise_mul, 0.0, float("inf"), "noise_mul")
     check_range(gamma, 0.0, float("inf"), "gamma")

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_class_vector
+from ltjax.losses._checks import check_class_vector, check_class_weights
 from ltjax.losses.class_vectors import iif_weights
 
 
@@ -64,7 +64,6 @@ def iif_loss(
       (github.com/kostas1515/iif, `classification/custom.py`).
     """
     num_classes = logits.shape[-1]
-    if class_weights is not None:
-        check_class_vector(class_weights, num_classes, "class_weights")
+    check_class_weights(class_weights, num_classes)
     scaled = iif_logits(logits, class_counts=class_counts, variant=variant, norm_order=norm_order)
     return _math.weight_per_example(_math.cross_entropy(scaled, labels), class_weights, labels)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_class_vector
+from ltjax.losses._checks import check_class_vector, check_class_weights
 from ltjax.losses.class_vectors import kps_margins, kps_radii, kps_scales, ldam_margins
 
 
@@ -15,11 +15,6 @@ def _margin_cross_entropy(
     """`w_y * CE(z + target_shift * onehot(y), y)`: the form every loss of this module reduces to."""
     shifted = _math.shift_target_logit(_math.as_compute(logits), labels, target_shift)
     return _math.weight_per_example(_math.cross_entropy(shifted, labels), _math.like(class_weights, logits), labels)
-
-
-def _check_weights(class_weights: jax.Array | None, num_classes: int) -> None:
-    if class_weights is not None:
-        check_class_vector(class_weights, num_classes, "class_weights")
 
 
 @_math.per_example_loss
@@ -61,7 +56,7 @@ def ldam_loss(
     """
     num_classes = cosines.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
-    _check_weights(class_weights, num_classes)
+    check_class_weights(class_weights, num_classes)
     counts, max_margin, scale = (_math.like(value, cosines) for value in (class_counts, max_margin, scale))
     margins = _math.per_example(ldam_margins(counts, max_margin=max_margin), labels)
     return _margin_cross_entropy(scale * _math.as_compute(cosines), labels, -scale * margins, class_weights)
@@ -114,7 +109,7 @@ def kps_loss(
     """
     num_classes = cosines.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
-    _check_weights(class_weights, num_classes)
+    check_class_weights(class_weights, num_classes)
     counts, max_margin, scale, max_scale = (
         _math.like(value, cosines) for value in (class_counts, max_margin, scale, max_scale))
     sample_scale = jnp.where(

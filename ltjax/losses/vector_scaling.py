@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ltjax.losses import _math
-from ltjax.losses._checks import check_class_vector, check_counts, check_range
+from ltjax.losses._checks import check_class_vector, check_class_weights, check_counts, check_range
 
 
 def vs_logit_scales_and_offsets(
@@ -95,8 +95,7 @@ def vs_loss(
     """
     num_classes = logits.shape[-1]
     check_class_vector(class_counts, num_classes, "class_counts")
-    if class_weights is not None:
-        check_class_vector(class_weights, num_classes, "class_weights")
+    check_class_weights(class_weights, num_classes)
     scales, offsets = vs_logit_scales_and_offsets(
         _math.like(class_counts, logits), gamma=_math.like(gamma, logits), tau=_math.like(tau, logits))
     adjusted = _math.as_compute(logits) * scales + offsets
