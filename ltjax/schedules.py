@@ -49,3 +49,18 @@ def drw_class_weights(class_counts: jax.Array, active: jax.Array, *, beta: float
     """
     weights = class_balanced_weights(class_counts, beta=beta)
     return jnp.where(active, weights, jnp.ones_like(weights))
+
+
+def bbn_alpha(epoch: int | jax.Array, num_epochs: int) -> jax.Array:
+    r"""BBN's cumulative-learning weight of the conventional branch in 0-indexed epoch `epoch` of `num_epochs`:
+    :math:`\alpha = 1 - (e / D)^2` (Zhou et al., CVPR 2020; `lib/core/combiner.py` with its 1-indexed epoch minus one).
+
+    D is the run's length, except the reference's 90- and 180-epoch runs, which divide by 100 and 200 (so alpha ends at
+    0.2079 and 0.19); alpha starts at exactly 1 and never reaches 0 (the paper writes :math:`1 - (T / T_{max})^2`).
+
+    Example:
+      >>> [round(float(bbn_alpha(e, 200)), 5) for e in (0, 100, 199)]
+      [1.0, 0.75, 0.00998]
+    """
+    divisor = 100 * (num_epochs // 100 + 1) if num_epochs in (90, 180) else num_epochs
+    return 1.0 - jnp.square(jnp.asarray(epoch, jnp.float32) / divisor)

@@ -155,6 +155,31 @@ def _gcl_classifier_frozen(z, y, a, at, **numbers):
     return (-jnp.expm1(-plain(at))) ** gamma * plain(z)
 
 
+def _branches(z: jax.Array, factors: tuple[float, ...]) -> jax.Array:
+    """Distinct branch logits `[..., B, K, C]` from the logits: exact power-of-two scalings (bfloat16-exact),
+    elementwise in the class, so they permute, stack and vmap with the logits."""
+    return jnp.stack([factor * z for factor in factors], axis=-2)
+
+
+def _reslt(z, y, a, beta=0.995, medium_from=0.35, tail_from=0.7):
+    groups = losses.reslt_class_groups(a.counts, medium_from=medium_from, tail_from=tail_from)
+    return losses.reslt_loss(_branches(z, (1.0, -0.5, 2.0)), y, class_groups=groups, beta=beta)
+
+
+# Two experts, not three: three experts' margin losses (s m_y up to 15) are large enough that float32 finite
+# differences lose the gradient's digits.
+_RIDE_EXPERTS = (1.0, 0.5)
+_RIDE_NUMBERS = {"diversity_factor": (-0.45, 0.0, 0.3), "base_temperature": (0.5, 1.0, 2.0), "scale": (10.0, 30.0),
+                 "max_margin": (0.2, 0.5)}
+
+
+def _bbn(z, y, a, alpha=0.5):
+    # The partners' labels: each example's least likely class (so they follow a class permutation), out of range
+    # where its own label is.
+    partner_labels = jnp.where((y >= 0) & (y < z.shape[-1]), jnp.argmin(z, axis=-1), y)
+    return losses.bbn_loss(z, -0.5 * z, y, partner_labels, alpha=alpha)
+
+
 _BETAS = (0.9, 0.99, 0.9999)
 _MARGINS = {"max_margin": (0.2, 0.5), "scale": (10.0, 30.0)}
 _INFLUENCE = {"alpha": (100.0, 1000.0), "epsilon": (1e-3, 1e-1)}
@@ -218,6 +243,17 @@ DIFFERENTIABLE = {
         for variant in losses.class_vectors.IIF_VARIANTS
     },
     "swrm": Case(_swrm, {"beta": (0.5, 1.0, 2.0)}),
+    "reslt": Case(_reslt, {"beta": (0.0, 0.5, 0.995), "medium_from": (0.0, 0.35, 0.6), "tail_from": (0.6, 0.7, 1.0)},
+                  batch_coupled=True),
+    "bbn": Case(_bbn, {"alpha": (0.0, 0.3, 1.0)}),
+    # RIDE detaches the ensemble in its diversity term, which changes no first derivative (the ensemble is the
+    # experts' mean): `check_grads` of order 1 applies.
+    "ride": Case(lambda z, y, a, **n: losses.ride_loss(_branches(z, _RIDE_EXPERTS), y, class_counts=a.counts, **n),
+                 _RIDE_NUMBERS),
+    "ride_drw": Case(
+        lambda z, y, a, **n: losses.ride_loss(_branches(z, _RIDE_EXPERTS), y, class_counts=a.counts, reweight=True,
+                                              **n),
+        {**_RIDE_NUMBERS, "drw_beta": (0.9, 0.9999), "diversity_prior_weight": (0.05, 0.5)}, batch_coupled=True),
     "softmax_eql": Case(_eql, {"tail_threshold": (0.0, 0.15, 0.3), "gamma": (0.0, 0.5, 0.9)}),
     "lade": Case(lambda z, y, a, **n: losses.lade_loss(z, y, class_counts=a.counts, **n),
                  {"alpha": (0.0, 0.1, 0.5), "remine_lambda": (0.0, 0.01, 0.5)}, batch_coupled=True),

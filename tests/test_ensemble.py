@@ -102,3 +102,15 @@ def test_members_must_share_the_backbone_data_and_schedule():
         build_ensemble([config(("loss.name", "ce")), config(("loss.name", "ldam_drw"))], spec)
     with pytest.raises(ConfigError, match="must share 'num_epochs'"):
         build_ensemble([config(("loss.name", "ce")), config(("loss.name", "ce"), ("num_epochs", "4"))], spec)
+    with pytest.raises(ConfigError, match="share the network"):
+        build_ensemble([config(("loss.name", "ce")), config(("loss.name", "reslt"))], spec)
+
+
+@pytest.mark.parametrize("method", ["bbn", "tde", "ride", "reslt"])
+def test_methods_with_branches_train_as_ensembles_of_seeds(method, tmp_path):
+    """The network (and BBN's partners) is the method's, not the loop's: seeds of one such method share one
+    program, and each member's report is that member's."""
+    members = [config(("loss.name", method), ("seed", str(seed)), ("num_epochs", "1")) for seed in (0, 1)]
+    reports = train_ensemble(members, tmp_path / "ensemble", say=lambda _: None)
+    assert all(report is not None and 0.0 < report["top1_accuracy"] <= 1.0 for report in reports)
+    assert reports[0]["per_class_accuracy"] != reports[1]["per_class_accuracy"]

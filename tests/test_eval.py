@@ -103,3 +103,14 @@ def test_a_member_of_an_ensemble_is_evaluated_as_its_own_run(tmp_path, capsys):
     assert eval_main.main(["--workdir", str(tmp_path), "--member", "1", "--name", "x"]) == 0
     report = json.loads((tmp_path / "members" / "1" / "eval" / "x" / "report.json").read_text())
     assert report["confusion"] == reports[1]["confusion"]
+
+
+def test_a_network_with_branches_is_evaluated_by_its_own_rule_and_refuses_tau_normalisation(tmp_path, capsys):
+    """TDE's evaluation rule (the counterfactual removed, from the moving feature sum in its checkpoint) is what
+    `ltjax-eval` reproduces; tau-normalisation, which rescales one linear classifier, is refused by name."""
+    run = config(("loss.name", "tde"), ("num_epochs", "1"), ("model.name", "resnet8"))
+    trained = train_and_evaluate(run, tmp_path, say=lambda _: None)
+    assert _eval(tmp_path, name="plain")["per_class_accuracy"] == trained["per_class_accuracy"]
+    assert _eval(tmp_path, "--posthoc", "la", "--value", "1.0", name="la")["evaluation"]["posthoc"] == "la"
+    assert eval_main.main(["--workdir", str(tmp_path), "--posthoc", "tau_norm"]) == EXIT_USER_ERROR
+    assert "tde trains the bilateral network" in capsys.readouterr().err

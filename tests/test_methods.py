@@ -31,10 +31,13 @@ def _config(name: str, *overrides):
     return digits_config(("loss.name", name), ("num_epochs", str(NUM_EPOCHS)), *overrides)
 
 
-def _first_phase_loss(name: str, logits, labels) -> jax.Array:
+def _first_phase_loss(name: str, outputs, labels) -> jax.Array:
     """The reference loss of a method's first phase, from `ltjax.losses` directly."""
+    logits = outputs.logits
     if name in FIRST_PHASE_IS_CE:
         return losses.softmax_cross_entropy(logits, labels)
+    if name == "ride":  # the experts' cosines, scaled
+        return losses.ride_loss(30.0 * outputs.branches, labels, class_counts=COUNTS)
     if name == "ldam_drw":
         return losses.ldam_loss(logits, labels, class_counts=COUNTS)
     if name == "kps":
@@ -60,7 +63,7 @@ def test_compiled_objective_equals_the_first_phase_before_the_switch_and_differs
                                   (images / 255.0 - 0.5) / 0.25, train=False)
     loss_at = jax.jit(lambda phase, loss_state: objective.loss(outputs, labels, phase, loss_state,
                                                                state.params["loss"])[0])
-    first_phase = float(jnp.sum(_first_phase_loss(name, outputs.logits, labels)))
+    first_phase = float(jnp.sum(_first_phase_loss(name, outputs, labels)))
     start = objective.phase_starts[1]
     hooks = methods.Hooks(lambda: rng.standard_normal((4, 16)), seed=0)
     loss_state = state.loss_state
@@ -237,3 +240,13 @@ def test_a_string_option_not_declared_static_fails_where_its_keys_are_read():
 def test_the_deferred_methods_are_read_from_the_registry():
     assert set(FIRST_PHASE_IS_CE) >= {"ib", "ffds", "swrm", "dyswrm"}
     assert not set(FIRST_PHASE_IS_CE) & {"ce", "ldam_drw", "kps"}
+
+
+def test_a_network_option_must_be_a_static_key_of_the_method():
+    from ltjax.keys import number
+
+    phase = methods.Phase("P", _per_example_ce)
+    with pytest.raises(ValueError, match="network option 'scale' must be one of its static keys"):
+        methods.Method("m", "", {"scale": number(1.0, "")}, (phase,), network=methods.Network("experts", ("scale",)))
+    with pytest.raises(ValueError, match="network option 'num_experts' must be one of its static keys"):
+        methods.Method("m", "", {}, (phase,), network=methods.Network("experts", ("num_experts",)))

@@ -263,8 +263,10 @@ def test_option_a_shortcut_subsamples_and_pads_channels():
 
 
 def test_option_a_shortcut_rejects_mismatched_channels():
-    with pytest.raises(ValueError, match="out_channels=6"):
-        option_a_shortcut(jnp.zeros((1, 4, 4, 2)), out_channels=6, strides=2)
+    with pytest.raises(ValueError, match="out_channels=5"):
+        option_a_shortcut(jnp.zeros((1, 4, 4, 2)), out_channels=5, strides=2)
+    with pytest.raises(ValueError, match="out_channels=1"):
+        option_a_shortcut(jnp.zeros((1, 4, 4, 2)), out_channels=1, strides=2)
 
 
 def test_resnet32_stage_transitions_use_option_a():

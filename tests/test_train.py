@@ -43,7 +43,7 @@ def _max_difference(a, b) -> float:
 # Methods whose step has more than per-example losses: a method state summed over devices (FFDS's DynaSmooth group
 # means; Seesaw's class counts, which its loss also reads for the current batch), per-example random draws that
 # must not depend on the device count (EQL, GCL), a term of the whole batch (LADE's regulariser), mixup's
-# partners from the whole batch.
+# partners from the whole batch; methods that train a network with branches.
 BEYOND_PER_EXAMPLE = {
     "ffds": (("loss.name", "ffds"), ("loss.ffds_start", "0")),
     "seesaw": (("loss.name", "seesaw"),),
@@ -52,6 +52,11 @@ BEYOND_PER_EXAMPLE = {
     "gcl": (("loss.name", "gcl"),),
     "mixup": (("mixup_alpha", "1.0"),),
     "gcl with mixup": (("loss.name", "gcl"), ("mixup_alpha", "0.2")),
+    # Networks with branches: TDE's moving feature sum (kept with BatchNorm's statistics), ResLT's and RIDE's global
+    # normalisers.
+    "tde": (("loss.name", "tde"),),
+    "reslt": (("loss.name", "reslt"),),
+    "ride": (("loss.name", "ride"), ("loss.reweight_start", "0")),
 }
 
 

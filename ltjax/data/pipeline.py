@@ -159,6 +159,24 @@ class _BatchLoader:
 
 
 Job = tuple[np.ndarray, np.ndarray, int, int]  # (global indices, global mask, epoch, step)
+_PARTNER_STREAM = 0x70617274  # "part": partner draws independent of the epoch order's
+
+
+def with_partners(indices: np.ndarray, partners: np.ndarray, mask: np.ndarray, device_blocks: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A global batch of examples and their partners, `[2B]`, as the devices take it: the batch is cut into
+    `device_blocks` contiguous blocks (one per device, in order), and each block holds its `B / device_blocks`
+    examples followed by their partners. A padded example's partner is padding too.
+
+    Example:
+      >>> with_partners(np.array([0, 1, 2, 3]), np.array([7, 8, 9, 6]), np.ones(4, bool), 2)[0].tolist()
+      [0, 1, 7, 8, 2, 3, 9, 6]
+    """
+    def interleaved(first, second):
+        return np.concatenate([first.reshape(device_blocks, -1), second.reshape(device_blocks, -1)], axis=1).ravel()
+
+    return interleaved(indices, partners), interleaved(mask, mask)
+
 
 
 def _padded_batch(step: int, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,6 +256,8 @@ class TrainPipeline:
         prefetch: int = 2,
         worker_processes: bool = False,
         drop_remainder: bool = False,
+        partners: samplers.PartnerDraws | None = None,
+        device_blocks: int = 1,
     ):
         """Builds the pipeline; nothing is read until `batches` is iterated.
 
@@ -255,6 +275,10 @@ class TrainPipeline:
           prefetch: batches kept ready beyond those being worked on.
           worker_processes: workers are processes instead of threads (for file sources of small images).
           drop_remainder: drop each epoch's last partial batch instead of padding it (see the module docstring).
+          partners: draw a partner for every example (`samplers.PARTNER_SAMPLERS`, BBN's reversed sampler) from
+            `(seed, epoch, step)`: a batch then holds `2 * global_batch_size` examples, laid out for `device_blocks`
+            devices (`with_partners`).
+          device_blocks: the number of devices the global batch is split over, with `partners`.
         """
         _check_batch_size(global_batch_size, process_count)
         self.source = source
@@ -265,6 +289,10 @@ class TrainPipeline:
         self.num_workers = num_workers
         self.prefetch = prefetch
         self.worker_processes = worker_processes
+        self.partners = partners
+        self.device_blocks = device_blocks
+        if partners is not None and global_batch_size % device_blocks:
+            raise ValueError(f"global_batch_size {global_batch_size} must divide by device_blocks={device_blocks}")
         self._load = _BatchLoader(source, transform, seed, process_index, process_count)
         _check_workers(self._load, num_workers, prefetch, worker_processes)
 
@@ -291,7 +319,12 @@ class TrainPipeline:
             order = self.epoch_order(epoch)
             for step in range(first_step, self._steps(len(order), epoch)):
                 positions, mask = _padded_batch(step, self.global_batch_size, len(order))
-                yield order[positions], mask, epoch, step
+                indices = order[positions]
+                if self.partners is not None:
+                    rng = np.random.default_rng([self.seed, epoch, step, _PARTNER_STREAM])
+                    drawn = np.asarray(self.partners(self.source.labels, len(indices), rng), np.int64)
+                    indices, mask = with_partners(indices, drawn, mask, self.device_blocks)
+                yield indices, mask, epoch, step
             epoch, first_step = epoch + 1, 0
 
     def batches(self, *, start_epoch: int = 0, start_step: int = 0, end_epoch: int | None = None) -> Iterator[Batch]:

@@ -247,6 +247,23 @@ _SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+class PartnerDraws(Protocol):
+    """Draws a partner for each example of a batch (`partner_draws(labels, size, rng)` -> int64 [size] indices), for a
+    method that trains on pairs (BBN's re-balancing branch)."""
+
+    def __call__(self, labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+def reversed_partners(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """BBN's reversed sampler (`lib/dataset/imbalance_cifar.py`): `size` independent draws, a class with probability
+    proportional to `n_max / n_c`, then an instance of it uniformly, both with replacement (one per example of the
+    uniform batch, unrelated to it)."""
+    return class_weighted_order(labels, class_probabilities(_class_counts(labels), -1.0), rng, size)
+
+
+PARTNER_SAMPLERS: dict[str, PartnerDraws] = {"reversed": reversed_partners}
+
+
 def make_sampler(name: str, **options) -> Sampler:
     """The sampler called `name`, with its extra options (`num_samples`, `total_epochs`) bound.
 

@@ -17,6 +17,8 @@ Every hyper-parameter that is a number may be a traced array, so one compiled pr
 and the `stop_gradient_*` flags. Counts are checked for finite, positive values at trace time when concrete and at
 run time when traced.
 """
+from ltjax.losses.bilateral import bbn_logits, bbn_loss
+from ltjax.losses.causal_norm import moving_feature_direction, tde_logits
 from ltjax.losses.class_vectors import (
     class_balanced_weights,
     freqfocus_gammas,
@@ -46,12 +48,16 @@ from ltjax.losses.lade import (
 from ltjax.losses.logit_adjustment import balanced_softmax_loss, logit_adjusted_loss, posthoc_logit_adjustment
 from ltjax.losses.margin import kps_loss, ldam_loss, swrm_loss
 from ltjax.losses.reduction import mean, weighted_mean
+from ltjax.losses.reslt import reslt_class_groups, reslt_logits, reslt_loss
+from ltjax.losses.ride import RideClassVectors, ride_class_vectors, ride_loss
 from ltjax.losses.seesaw import seesaw_count_update, seesaw_log_factors, seesaw_loss
 from ltjax.losses.similarity_window import swm_margins, swr_weights, tsne_coordinates, window_members
 from ltjax.losses.vector_scaling import vs_logit_scales_and_offsets, vs_loss
 
 __all__ = [
     "balanced_softmax_loss",
+    "bbn_logits",
+    "bbn_loss",
     "class_balanced_loss",
     "class_balanced_weights",
     "disalign_logits",
@@ -86,8 +92,15 @@ __all__ = [
     "ldam_margins",
     "logit_adjusted_loss",
     "mean",
+    "moving_feature_direction",
     "normalize_class_weights",
     "posthoc_logit_adjustment",
+    "RideClassVectors",
+    "reslt_class_groups",
+    "reslt_logits",
+    "reslt_loss",
+    "ride_class_vectors",
+    "ride_loss",
     "seesaw_count_update",
     "seesaw_log_factors",
     "seesaw_loss",
@@ -96,6 +109,7 @@ __all__ = [
     "swm_margins",
     "swr_weights",
     "swrm_loss",
+    "tde_logits",
     "tsne_coordinates",
     "vs_logit_scales_and_offsets",
     "vs_loss",

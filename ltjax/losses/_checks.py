@@ -33,6 +33,23 @@ def check_logits_and_labels(logits: jax.Array, labels: jax.Array, *, logits_name
     return logits.shape[-1]
 
 
+def check_branch_logits_and_labels(branch_logits: jax.Array, labels: jax.Array, *, name: str, branch: str,
+                                   num_branches: int | None = None) -> int:
+    """Checks `branch_logits [..., B, K, C]` (each example's logits from K branches or experts, of a loss that is a
+    function of the whole batch, so the batch axis is required) against integer `labels [..., B]`; returns C."""
+    shape = f"[..., B, {'K' if num_branches is None else num_branches}, C]"
+    if branch_logits.ndim < 3 or branch_logits.shape[-2] != (num_branches or branch_logits.shape[-2]):
+        raise ValueError(f"{name} must be {shape}: a batch axis (the loss is a function of the whole batch), the "
+                         f"{branch} axis and a class axis, got shape {branch_logits.shape}")
+    if branch_logits.shape[-2] < 1:
+        raise ValueError(f"{name} needs at least one {branch} on axis -2, got shape {branch_logits.shape}")
+    if labels.shape != branch_logits.shape[:-2]:
+        raise ValueError(f"labels shape {labels.shape} must equal {name} shape without its {branch} and class axes "
+                         f"{branch_logits.shape[:-2]} ({name} is {branch_logits.shape})")
+    per_example = jax.ShapeDtypeStruct(branch_logits.shape[:-2] + branch_logits.shape[-1:], branch_logits.dtype)
+    return check_logits_and_labels(per_example, labels, logits_name=name)
+
+
 def check_class_vector(vector: jax.Array, num_classes: int, name: str) -> None:
     """Checks that a per-class vector has shape [C]."""
     if jnp.ndim(vector) != 1 or jnp.shape(vector)[0] != num_classes:

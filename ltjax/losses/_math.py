@@ -187,3 +187,8 @@ def weight_per_example(losses: jax.Array, class_weights: jax.Array | None, label
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example `-log softmax(logits)[y]`, in float32."""
     return -take_true_class(log_probs(logits), labels)
+
+
+def psum_over(x: jax.Array, axis_name: str | tuple[str, ...] | None) -> jax.Array:
+    """`x` summed over the named axis `axis_name` (the devices a batch is split over); `x` itself for None."""
+    return x if axis_name is None else jax.lax.psum(x, axis_name)

@@ -107,10 +107,6 @@ class _BatchTerms(NamedTuple):
     num_out_of_range: jax.Array  # [...] unmasked examples of the global batch with a label outside [0, C)
 
 
-def _psum(x: jax.Array, axis_name) -> jax.Array:
-    return x if axis_name is None else jax.lax.psum(x, axis_name)
-
-
 def _batch_terms(logits, labels, class_counts, mask, axis_name) -> _BatchTerms:
     """Checks the inputs and computes the per-class terms of each batch, combined over `axis_name`."""
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
@@ -129,11 +125,12 @@ def _batch_terms(logits, labels, class_counts, mask, axis_name) -> _BatchTerms:
     unmasked = jnp.ones_like(in_range) if mask is None else jnp.asarray(mask, bool)
     real = unmasked & in_range
     members = _math.target_mask(labels, num_classes) & real[..., None]  # [..., B, C]
-    class_batch_counts = _psum(jnp.sum(members, axis=-2).astype(dtype), axis_name)
-    batch_size = _psum(jnp.sum(real, axis=-1).astype(dtype), axis_name)
-    num_out_of_range = _psum(jnp.sum(unmasked & ~in_range, axis=-1), axis_name)
+    class_batch_counts = _math.psum_over(jnp.sum(members, axis=-2).astype(dtype), axis_name)
+    batch_size = _math.psum_over(jnp.sum(real, axis=-1).astype(dtype), axis_name)
+    num_out_of_range = _math.psum_over(jnp.sum(unmasked & ~in_range, axis=-1), axis_name)
 
-    first = _psum(jnp.sum(jnp.where(members, z, 0.0), axis=-2), axis_name) / (class_batch_counts + _COUNT_EPSILON)
+    class_sums = _math.psum_over(jnp.sum(jnp.where(members, z, 0.0), axis=-2), axis_name)
+    first = class_sums / (class_batch_counts + _COUNT_EPSILON)
 
     # Log-sum-exp over the examples of the global batch, per class: a global max shifts the exponentials into range
     # (a constant for autodiff: the result depends on it only through rounding), partial sums are psummed. Left-out
@@ -143,7 +140,8 @@ def _batch_terms(logits, labels, class_counts, mask, axis_name) -> _BatchTerms:
     local_max = jax.lax.stop_gradient(local_max)  # pmax has no derivative rule; the shift needs none
     shift = local_max if axis_name is None else jax.lax.pmax(local_max, axis_name)
     shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-    sums = _psum(jnp.sum(jnp.exp(jnp.where(real_column, z - shift[..., None, :], -jnp.inf)), axis=-2), axis_name)
+    exponentials = jnp.exp(jnp.where(real_column, z - shift[..., None, :], -jnp.inf))
+    sums = _math.psum_over(jnp.sum(exponentials, axis=-2), axis_name)
     log_sums = jnp.log(jnp.where(sums > 0, sums, 1.0))
     log_uniform = jnp.log(jnp.asarray(1.0 / num_classes, dtype) + _PRIOR_EPSILON)
     second = (shift + log_sums + log_uniform - jnp.log(prior + _PRIOR_EPSILON)

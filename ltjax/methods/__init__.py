@@ -21,6 +21,7 @@ from ltjax.methods.base import (
     InitState,
     Inputs,
     Method,
+    Network,
     Objective,
     PerExample,
     Phase,
@@ -46,5 +47,5 @@ def get(name: str) -> Method:
 
 
 __all__ = ["Collect", "EndEpoch", "Enter", "Hooks", "InitParams", "InitState", "Inputs", "METHODS", "Method",
-           "Objective", "PerExample", "Phase", "PhaseLoss", "Predict", "SecondStage", "TrainObjective", "bind",
-           "cross_entropy", "get", "names"]
+           "Network", "Objective", "PerExample", "Phase", "PhaseLoss", "Predict", "SecondStage", "TrainObjective",
+           "bind", "cross_entropy", "get", "names"]

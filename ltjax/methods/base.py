@@ -45,6 +45,13 @@ class Inputs(NamedTuple):
         draws do not depend on the number of devices. None outside the train step.
       axis_name: the devices' axis inside the data-parallel step (None outside): a batch-level term (LADE's
         regulariser, Seesaw's counts of the current batch) sums over it to be that of the global batch.
+      branches: `[B, K, C]` the branches' (experts') own logits of a method whose `Network` has branches
+        (`ltjax.models.BranchedOutput`); None for the plain networks.
+      epoch: the 0-indexed epoch (traced int32) in the train step, for a loss with a schedule of its own (BBN's
+        alpha); None outside it.
+      num_epochs: the run's length.
+      partner: for a method with `partners` (BBN), the `Inputs` of each example's partner, drawn by the method's
+        partner sampler and passed through the network on its own (its `mask` is this batch's); None otherwise.
     """
 
     logits: jax.Array
@@ -57,6 +64,10 @@ class Inputs(NamedTuple):
     mask: jax.Array | None = None
     keys: jax.Array | None = None
     axis_name: str | None = None
+    branches: jax.Array | None = None
+    epoch: jax.Array | None = None
+    num_epochs: int | None = None
+    partner: Inputs | None = None
 
 
 _LOSS_STREAM = 0x6C6F7373  # "loss": draws independent of the device augmentation's
@@ -206,6 +217,20 @@ class SecondStage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Network:
+    """The network a method trains where it is not the plain backbone: one of `ltjax.models.branched.NETWORKS`.
+
+    Attributes:
+      name: "bilateral" (BBN, TDE), "experts" (RIDE) or "reslt" (ResLT); built on the run's CIFAR ResNet.
+      options: static keys of the method that are attributes of the network (RIDE's `num_experts`), passed to it
+        under their own names.
+    """
+
+    name: str
+    options: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     """A long-tail method as a researcher compares it.
 
@@ -220,6 +245,11 @@ class Method:
       init_params: `InitParams`, `(stats, hp, key) -> params` trained with the model; None: none.
       end_epoch: `EndEpoch`, `state -> state` at each epoch's end, jitted; None: nothing.
       second_stage: set for a method that starts from a trained run (its keys then include `init_from`).
+      network: set for a method that trains a network with branches (its phases' losses read `Inputs.branches`);
+        None: the run's model as configured.
+      partners: the partner sampler (`ltjax.data.samplers.PARTNER_SAMPLERS`) of a method that trains on pairs: every
+        training example comes with a partner drawn by it, which the step passes through the network separately
+        (`Inputs.partner`). None: no partners.
       notes: what a user should know (differences from the reference, recipe caveats).
     """
 
@@ -233,6 +263,8 @@ class Method:
     init_params: InitParams | None = None
     end_epoch: EndEpoch | None = None
     second_stage: SecondStage | None = None
+    network: Network | None = None
+    partners: str | None = None
     notes: str = ""
 
     def __post_init__(self):
@@ -247,6 +279,10 @@ class Method:
                 raise ValueError(f"method {self.name}: phase start {start!r} must be one of its epoch keys")
         if self.second_stage is not None and "init_from" not in self.keys:
             raise ValueError(f"method {self.name}: a second stage names its first stage with an init_from key")
+        for option in self.network.options if self.network else ():
+            if option not in self.keys or self.keys[option].kind != "static":
+                raise ValueError(f"method {self.name}: network option {option!r} must be one of its static keys (a "
+                                 "network attribute shapes the compiled program)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +296,7 @@ class Objective:
     hp: Mapping[str, Any]
     stats: ClassStats
     phase_starts: tuple[int, ...]  # absolute first epoch of each phase; phase_starts[0] == 0
+    num_epochs: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -269,19 +306,32 @@ class Objective:
         """The index of the phase that `epoch` belongs to (on the host: the step receives it)."""
         return sum(epoch >= start for start in self.phase_starts[1:])
 
-    def _inputs(self, outputs, labels, state, params, mask=None, keys=None, axis_name=None) -> Inputs:
+    def _inputs(self, outputs, labels, state, params, mask=None, keys=None, axis_name=None, epoch=None,
+                partner=None) -> Inputs:
+        partner_inputs = None
+        if partner is not None:
+            partner_outputs, partner_labels = partner
+            partner_inputs = self._inputs(partner_outputs, partner_labels, state, params, mask, None, axis_name, epoch)
         return Inputs(outputs.logits, outputs.features, labels, self.hp, self.stats, state, params, mask, keys,
-                      axis_name)
+                      axis_name, getattr(outputs, "branches", None), epoch, self.num_epochs, partner_inputs)
+
+    def network(self) -> tuple[str, dict[str, Any]]:
+        """`(name, attributes)` of the network this method trains (`ltjax.models.create_model`'s `network`)."""
+        network = self.method.network
+        if network is None:
+            return "plain", {}
+        return network.name, {option: self.hp[option] for option in network.options}
 
     def loss(self, outputs, labels, phase, state, params, mask=None, keys=None,
-             axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+             axis_name: str | None = None, epoch=None, partner=None) -> tuple[jax.Array, jax.Array]:
         """`(sum of the per-example losses, the normaliser)` of this device's shard, in phase `phase` (traced).
 
         The batch loss is the psum of the sums over the psum of the normalisers: the number of examples, or the sum of
         the sample weights of a weighted mean. `mask [B]` marks the real examples of a padded batch; the padding
-        counts in neither. `keys` and `axis_name`: see `Inputs`.
+        counts in neither. `keys`, `axis_name` and `epoch`: see `Inputs`; `partner`: `(outputs, labels)` of the
+        examples' partners (a method with `partners`).
         """
-        inputs = self._inputs(outputs, labels, state, params, mask, keys, axis_name)
+        inputs = self._inputs(outputs, labels, state, params, mask, keys, axis_name, epoch, partner)
         # Branches close over the inputs (static keys and pytrees with static fields are not switch operands).
         branches = [_as_branch(phase.loss, inputs) for phase in self.method.phases]
         if len(branches) == 1:
@@ -354,7 +404,8 @@ class TrainObjective(Protocol):
 
     def loss(self, outputs, labels: jax.Array, phase: jax.Array, state: Any, params: Any,
              mask: jax.Array | None = None, keys: jax.Array | None = None,
-             axis_name: str | None = None) -> tuple[jax.Array, jax.Array]: ...
+             axis_name: str | None = None, epoch: jax.Array | None = None,
+             partner: tuple[Any, jax.Array] | None = None) -> tuple[jax.Array, jax.Array]: ...
 
     def collect(self, state: Any, outputs, labels: jax.Array, phase: jax.Array, axis_name: str | None,
                 mask: jax.Array | None = None) -> Any: ...
@@ -399,4 +450,4 @@ def bind(method: Method, hp: Mapping[str, Any], stats: ClassStats, num_epochs: i
                 f"would never run as configured. {advice}"
             )
         starts.append(start)
-    return Objective(method, dict(hp), stats, tuple(starts))
+    return Objective(method, dict(hp), stats, tuple(starts), num_epochs)

@@ -80,12 +80,13 @@ class EnsembleObjective:
         """`[members]` each member's phase index at `epoch` (its variant's phase starts)."""
         return np.asarray([self.variants[index].phase_at(epoch) for index in self.member_variants], np.int32)
 
-    def loss(self, outputs, labels, phase, state, params, mask=None, keys=None, axis_name=None):
+    def loss(self, outputs, labels, phase, state, params, mask=None, keys=None, axis_name=None, epoch=None,
+             partner=None):
         """One member's loss (under the step's `vmap`): `phase` is that member's phase index."""
         def branch(index):
             slot = self._slot(index)
             return self._bound(index, state).loss(outputs, labels, phase, state["states"][slot], params[slot], mask,
-                                                  keys, axis_name)
+                                                  keys, axis_name, epoch, partner)
         return self._switch(state, branch)
 
     def collect(self, state, outputs, labels, phase, axis_name, mask=None):

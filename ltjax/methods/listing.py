@@ -1,6 +1,6 @@
 """`ltjax-methods`: the methods a config can name, and one method's keys with their defaults and meaning.
 
-    ltjax-methods            # every method: name, head, phases, summary
+    ltjax-methods            # every method: name, head, network, phases, summary
     ltjax-methods ffds       # FFDS's keys (set them with --config.loss.<key>=<value>), phases, head, notes
 """
 from __future__ import annotations
@@ -16,14 +16,21 @@ def _phases(method: Method) -> str:
     return " -> ".join(phase.name + (f" (from loss.{phase.start})" if phase.start else "") for phase in method.phases)
 
 
+def _network(method: Method) -> str:
+    """The network with branches and the partner sampler the method declares ("plain": neither)."""
+    network = method.network.name if method.network else "plain"
+    return network + (f", {method.partners} partners" if method.partners else "")
+
+
 def overview() -> str:
     """One line per method."""
     width = max(map(len, METHODS))
     heads = max(len(method.head) for method in METHODS.values())
-    lines = [f"{'method':<{width}}  {'head':<{heads}}  phases / summary"]
+    networks = max(len(_network(method)) for method in METHODS.values())
+    lines = [f"{'method':<{width}}  {'head':<{heads}}  {'network':<{networks}}  phases / summary"]
     for name, method in METHODS.items():
-        lines.append(f"{name:<{width}}  {method.head:<{heads}}  {_phases(method)}")
-        lines.append(f"{'':<{width}}  {'':<{heads}}  {method.summary}")
+        lines.append(f"{name:<{width}}  {method.head:<{heads}}  {_network(method):<{networks}}  {_phases(method)}")
+        lines.append(f"{'':<{width}}  {'':<{heads}}  {'':<{networks}}  {method.summary}")
     lines.append("\nltjax-methods NAME shows a method's keys; set them with --config.loss.<key>=<value>.")
     return "\n".join(lines)
 
@@ -31,7 +38,8 @@ def overview() -> str:
 def describe(name: str) -> str:
     """A method's summary, phases, head and every key with its default, kind and meaning."""
     method = get(name)
-    lines = [f"{method.name}: {method.summary}", f"phases: {_phases(method)}", f"head: {method.head}"]
+    lines = [f"{method.name}: {method.summary}", f"phases: {_phases(method)}", f"head: {method.head}",
+             f"network: {_network(method)}"]
     if method.keys:
         width = max(map(len, method.keys))
         lines.append("keys (--config.loss.<key>=<value>):")

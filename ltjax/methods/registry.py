@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ltjax import dynasmooth, losses
+from ltjax import dynasmooth, losses, schedules
 from ltjax import stats as class_stats
 from ltjax.keys import Key, epoch, number, signature_defaults
 from ltjax.losses.class_vectors import FREQFOCUS_FORMS, IIF_VARIANTS, WEIGHT_NORMALIZATIONS
@@ -17,7 +17,7 @@ from ltjax.losses.gaussian_cloud import GCL_CLASSIFIER_DEFAULTS
 from ltjax.losses.influence import INFLUENCE_BALANCED_VARIANTS
 from ltjax.losses.label_aware import LAS_SHAPES
 from ltjax.losses.similarity_window import SIMILARITY_KERNELS
-from ltjax.methods.base import Inputs, Method, PerExample, Phase, SecondStage, cross_entropy
+from ltjax.methods.base import Inputs, Method, Network, PerExample, Phase, SecondStage, cross_entropy
 from ltjax.schedules import drw_class_weights
 
 
@@ -398,6 +398,131 @@ GAUSSIAN_CLOUDED_LOGITS = Method(
 )
 
 
+# --- methods that train a network with branches (`ltjax.models.branched`) ----------------------------------------
+
+_TDE_KEYS = {
+    **signature_defaults(
+        losses.tde_logits,
+        {"alpha": "strength of the counterfactual removed at inference (CIFAR-100-LT 1.5, CIFAR-10-LT 1.0, "
+                  "ImageNet-LT and Places-LT 3.0; 0: de-confounded training alone)",
+         "num_heads": "K, slices of the feature and of every class weight (the feature size must divide by it)",
+         "tau": "total logit scale, tau / K per head", "gamma": "added to each class slice's norm"},
+        static=("alpha", "num_heads", "tau", "gamma")),
+    **signature_defaults(losses.moving_feature_direction, {"momentum": "decay of the moving feature sum"},
+                         static=("momentum",)),
+}
+
+TDE = Method(
+    name="tde",
+    summary="de-confounded training with TDE inference (Tang et al., NeurIPS 2020): CE on a multi-head causal-norm "
+            "classifier over BBN's bilateral trunk; predicts with each head's projection on the moving mean feature "
+            "removed",
+    keys=_TDE_KEYS,
+    phases=(Phase("CE", cross_entropy),),
+    head="causal_norm",
+    network=Network("bilateral", options=tuple(_TDE_KEYS)),
+    notes="The moving feature sum is kept with BatchNorm's running statistics (batch_stats/head/feature_direction), "
+          "updated from every training batch's global mean feature; evaluation (and the reported accuracy) uses "
+          "TDE inference, the training accuracy the plain logits, as the reference. alpha is static: it is the "
+          "network's evaluation rule. The reference ties the momentum to the learning rate outside CIFAR "
+          "(1 - 0.1 min(50 lr, 1), once per epoch); ltjax keeps it constant. Reference recipe (CIFAR-100-LT): batch "
+          "256, lr 0.2, 200 epochs, 5-epoch warm-up, x0.01 at epochs 120 and 160, weight decay 5e-4.",
+)
+
+
+def _bilateral_branches(inputs: Inputs) -> PerExample:
+    alpha = schedules.bbn_alpha(inputs.epoch, inputs.num_epochs)
+    return PerExample(losses.bbn_loss(inputs.branches[:, 0], inputs.partner.branches[:, 1], inputs.labels,
+                                      inputs.partner.labels, alpha=alpha))
+
+
+BBN = Method(
+    name="bbn",
+    summary="bilateral-branch network with cumulative learning (Zhou et al., CVPR 2020): a uniform batch through "
+            "the conventional branch, its partners from the reversed sampler through the re-balancing branch, one "
+            "classifier mixing them by alpha = 1 - (epoch / epochs)^2",
+    keys={},
+    phases=(Phase("BBN", _bilateral_branches),),
+    head="bilateral",
+    network=Network("bilateral"),
+    partners="reversed",
+    notes="Each step loads the batch and as many partners (a class drawn with probability n_max / n_c, then an "
+          "image), and passes the two through the network separately, so BatchNorm normalises each with its own "
+          "statistics and updates its running ones twice, as the reference. Evaluation predicts with both branches "
+          "on the same image (alpha = 1/2). Reference recipe (CIFAR-LT): batch 128, 200 epochs, SGD with Nesterov "
+          "momentum, lr 0.1 with a 5-epoch warm-up, x0.01 at epochs 120 and 160, weight decay 2e-4.",
+)
+
+
+def _ride(inputs: Inputs, reweight: bool) -> PerExample:
+    # The experts' normed heads give cosines; the loss sees them scaled, as the reference's NormedLinear gives them.
+    return PerExample(losses.ride_loss(
+        inputs.hp["scale"] * inputs.branches, inputs.labels, class_counts=inputs.stats.counts, reweight=reweight,
+        mask=inputs.mask, axis_name=inputs.axis_name,
+        **_numbers(inputs, "diversity_factor", "base_temperature", "scale", "max_margin", "drw_beta",
+                   "diversity_prior_weight")))
+
+
+RIDE = Method(
+    name="ride",
+    summary="RIDE (Wang et al., ICLR 2021), stage 1: experts with their own later stages and normed heads, each "
+            "trained with LDAM (DRW after reweight_start) plus a negatively weighted KL from the detached ensemble; "
+            "predicts with the experts' mean",
+    keys={
+        **signature_defaults(losses.ride_loss, {
+            "diversity_factor": "weight of each expert's KL from the detached ensemble (negative rewards diversity; "
+                                "CIFAR config -0.45, class default -0.2; 0 trains every expert's CE on the ensemble)",
+            "base_temperature": "temperature of the diversity KL (times v_c per class once re-weighting)",
+            "scale": "logit scale s of the normed expert heads (the margin enters as s * m_y)",
+            "max_margin": "LDAM margin of the rarest class",
+            "drw_beta": "effective-number beta of the deferred class weights",
+            "diversity_prior_weight": "gamma of the temperature weights v_c = (gamma C p_c + 1 - gamma) / max"}),
+        "num_experts": Key(3, "experts K (CIFAR config 3)", minimum=1),
+        "reweight_start": epoch(0.8, "epoch DRW and the per-class diversity temperature start (reference: after "
+                                     "epoch 160 of 200)"),
+    },
+    phases=(Phase("RIDE", lambda x: _ride(x, False)),
+            Phase("RIDE-DRW", lambda x: _ride(x, True), start="reweight_start")),
+    head="normed",
+    network=Network("experts", options=("num_experts",)),
+    notes="Each example gets its share of the batch-level means: the global batch's weighted mean of the "
+          "cross-entropy while re-weighting, its size for the rest, padding left out. The experts' terms are summed, "
+          "not averaged. The expert router (stage 2) and distillation are not built. Reference recipe "
+          "(CIFAR-100-LT IF100): batch 128, 200 epochs, SGD with Nesterov momentum 0.9, weight decay 5e-4, lr 0.1 "
+          "with a 5-epoch warm-up, x0.01 from epoch 161, x1e-4 from 181, RandomRotation(15) in the augmentation.",
+)
+
+
+def _reslt(inputs: Inputs) -> PerExample:
+    groups = losses.reslt_class_groups(inputs.stats.counts, **_numbers(inputs, "medium_from", "tail_from"))
+    return PerExample(losses.reslt_loss(inputs.branches, inputs.labels, class_groups=groups, beta=inputs.hp["beta"],
+                                        mask=inputs.mask, axis_name=inputs.axis_name))
+
+
+RESLT = Method(
+    name="reslt",
+    summary="ResLT (Cui et al., TPAMI 2022): head, medium and tail branches (three BatchNorms on the trunk's last "
+            "map, one shared classifier), each trained on its class groups, plus CE of their sum; predicts with the "
+            "sum",
+    keys={
+        **signature_defaults(losses.reslt_loss, {
+            "beta": "weight of the branch losses against the fused CE (the paper's alpha; CIFAR-100-LT 0.995 IF100, "
+                    "0.99 IF50, 0.72 IF10; CIFAR-10-LT 0.998 IF100 and IF50, 0.96 IF10)"}),
+        **signature_defaults(losses.reslt_class_groups, {
+            "medium_from": "fraction of the classes, the most frequent, that only the head branch trains on "
+                           "(CIFAR-10 0.2, ImageNet-LT 0.175)",
+            "tail_from": "fraction of the classes outside the tail branch (CIFAR-10 0.4, ImageNet-LT 0.78)"}),
+    },
+    phases=(Phase("ResLT", _reslt),),
+    network=Network("reslt"),
+    notes="The branch term is normalised by the global batch's branch memberships, the fused CE by its examples "
+          "(summed over the devices, padding left out); each example gets its share. The CIFAR form: the ImageNet "
+          "code's channel-split branches, smoothed fused loss and normalised evaluation classifier are not built. "
+          "Reference recipe (CIFAR-100-LT IF100): ResNet-32, batch 128, 200 epochs, SGD with Nesterov momentum, lr "
+          "0.1 with a 5-epoch warm-up, x0.1 at epochs 160 and 180, weight decay 5e-4.",
+)
+
+
 # --- second stages: decoupled classifier training from a first-stage run (Kang et al., ICLR 2020) ---------------
 
 _FIRST_STAGE = {
@@ -511,5 +636,5 @@ METHODS: dict[str, Method] = {
     for method in (CE, FOCAL, CLASS_BALANCED, LDAM_DRW, INFLUENCE_BALANCED, FFDS, KPS, IIF, LOGIT_ADJUSTED,
                    BALANCED_SOFTMAX, SWRM, DYSWRM, LADE, SEESAW, SOFTMAX_EQL, VECTOR_SCALING,
                    GAUSSIAN_CLOUDED_LOGITS, CLASSIFIER_RETRAINING, LEARNABLE_WEIGHT_SCALING, GCL_CLASSIFIER, MISLAS,
-                   DISALIGN)
+                   DISALIGN, TDE, BBN, RIDE, RESLT)
 }

@@ -28,9 +28,12 @@ import functools
 
 from flax import linen as nn
 
+from ltjax.models.branched import NETWORKS, BilateralCifarResNet, MultiExpertCifarResNet, ResLTCifarResNet
 from ltjax.models.convolution import Conv
 from ltjax.models.heads import (
     HEAD_NAMES,
+    BranchedOutput,
+    CausalNormHead,
     CosineClassifierHead,
     LinearHead,
     ModelOutput,
@@ -53,10 +56,13 @@ _ARCHITECTURES = {
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck),
 }
 MODEL_NAMES = tuple(_ARCHITECTURES)
+# The networks with branches (`ltjax.models.branched`) split the CIFAR ResNets.
+_CIFAR_DEPTHS = {"resnet2": (0, 0, 0), "resnet8": (1, 1, 1), "resnet32": (5, 5, 5)}
+NETWORK_NAMES = ("plain", *NETWORKS)
 
 
-def create_model(name: str, num_classes: int, head: str = "linear", **kwargs) -> nn.Module:
-    """The model called `name` with `num_classes` outputs and the given head.
+def create_model(name: str, num_classes: int, head: str = "linear", network: str = "plain", **kwargs) -> nn.Module:
+    """The model called `name` with `num_classes` outputs and the given head, split into the branches of `network`.
 
     Args:
       name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet8" (its one-block-per-stage sibling), "resnet2" (the
@@ -64,36 +70,53 @@ def create_model(name: str, num_classes: int, head: str = "linear", **kwargs) ->
         "resnet18", "resnet50" (torchvision layout).
       num_classes: C.
       head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier),
-        "scaled_linear" (linear with per-class scales, LWS).
+        "scaled_linear" (linear with per-class scales, LWS), "disalign"; for `network="bilateral"` "bilateral" (BBN)
+        or "causal_norm" (TDE).
+      network: "plain", or a network with branches of `ltjax.models.branched` built on the CIFAR ResNet `name`
+        ("bilateral": BBN and TDE, "experts": RIDE, "reslt": ResLT); a method that needs one declares it.
       **kwargs: further attributes of the model class: `dtype`, `param_dtype`, `cosine_learnable_scale`,
-        `batch_norm_axis_name`, and for the torchvision ResNets `small_input`.
+        `batch_norm_axis_name`, for the torchvision ResNets `small_input`, and the branched networks' own
+        (`num_experts`, `num_heads`, ...).
 
     Returns:
       An unbound Flax module; see the module docstring for how to call it.
 
     Raises:
-      ValueError: for an unknown `name` or `head`.
+      ValueError: for an unknown `name`, `head` or `network`, or a network with branches on a torchvision ResNet.
     """
     if name not in _ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    if head not in HEAD_NAMES:
-        raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEAD_NAMES)}")
-    return _ARCHITECTURES[name](num_classes=num_classes, head=head, **kwargs)
+    if network == "plain":
+        if head not in HEAD_NAMES:
+            raise ValueError(f"unknown head {head!r}; valid heads: {', '.join(HEAD_NAMES)}")
+        return _ARCHITECTURES[name](num_classes=num_classes, head=head, **kwargs)
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; valid networks: {', '.join(NETWORK_NAMES)}")
+    if name not in _CIFAR_DEPTHS:
+        raise ValueError(f"the {network!r} network is built on the CIFAR ResNets ({', '.join(_CIFAR_DEPTHS)}); "
+                         f"{name!r} has no such variant yet: set --config.model.name=resnet32")
+    return NETWORKS[network](num_classes=num_classes, blocks_per_stage=_CIFAR_DEPTHS[name], head=head, **kwargs)
 
 
 __all__ = [
     "HEAD_NAMES",
     "MODEL_NAMES",
+    "NETWORK_NAMES",
     "BasicBlock",
     "BatchNorm",
+    "BilateralCifarResNet",
     "Bottleneck",
+    "BranchedOutput",
+    "CausalNormHead",
     "CifarBasicBlock",
     "CifarResNet",
     "Conv",
     "CosineClassifierHead",
     "LinearHead",
     "ModelOutput",
+    "MultiExpertCifarResNet",
     "NormedLinearHead",
+    "ResLTCifarResNet",
     "ResNet",
     "create_model",
     "option_a_shortcut",

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ltjax.losses import disalign_logits
+from ltjax.losses import disalign_logits, moving_feature_direction, tde_logits
 
 HEAD_NAMES = ("linear", "normed", "cosine", "scaled_linear", "disalign")
 
@@ -43,6 +43,20 @@ class ModelOutput(NamedTuple):
 
     logits: jax.Array
     features: jax.Array
+
+
+class BranchedOutput(NamedTuple):
+    """What a network with branches returns (`ltjax.models.branched`): `ModelOutput`'s fields and the branches'.
+
+    Attributes:
+      logits: `[B, C]` the network's prediction logits (its branches combined as its reference predicts).
+      features: `[B, D]` float32 penultimate features (the network's docstring says which).
+      branches: `[B, K, C]` each branch's (or expert's) own logits, which the method's loss combines.
+    """
+
+    logits: jax.Array
+    features: jax.Array
+    branches: jax.Array
 
 
 def safe_l2_norm(x: jax.Array, axis: int, epsilon: float = NORM_EPSILON) -> jax.Array:
@@ -233,6 +247,47 @@ class CosineClassifierHead(nn.Module):
         return scale * _exact_matmul(features, unit_kernel) / (1.0 + feature_norm)
 
 
+class CausalNormHead(nn.Module):
+    """The de-confounded classifier of TDE (Tang et al., NeurIPS 2020; `losses.tde_logits`), with its moving feature
+    sum kept beside BatchNorm's running statistics.
+
+    In training the logits are the multi-head causal-norm scores, and `batch_stats/feature_direction` (`[D]`, zeros
+    at the start) takes the batch's mean feature (`losses.moving_feature_direction`, over the examples `mask` marks,
+    summed over the device axis); in evaluation the counterfactual along that direction is subtracted with strength
+    `alpha`: TDE inference, the method's prediction. The kernel starts uniform(-1/sqrt(D), 1/sqrt(D)), no bias.
+
+    Attributes:
+      num_classes: C.
+      num_heads, tau, gamma, alpha: see `losses.tde_logits`.
+      momentum: the moving sum's decay (`losses.moving_feature_direction`).
+      axis_name: the data-parallel device axis (None on one device and at `init`).
+      param_dtype: dtype of the kernel.
+    """
+
+    num_classes: int
+    num_heads: int = 2
+    tau: float = 16.0
+    gamma: float = 0.03125
+    alpha: float = 1.5
+    momentum: float = 0.9
+    axis_name: str | None = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        features = features.astype(jnp.float32)
+        kernel = self.param("kernel", pytorch_linear_kernel_init, (features.shape[-1], self.num_classes),
+                            self.param_dtype)
+        direction = self.variable("batch_stats", "feature_direction", jnp.zeros, features.shape[-1:], jnp.float32)
+        options = {"num_heads": self.num_heads, "tau": self.tau, "gamma": self.gamma}
+        if train:
+            if not self.is_initializing():
+                direction.value = moving_feature_direction(direction.value, features, momentum=self.momentum,
+                                                           mask=mask, axis_name=self.axis_name)
+            return tde_logits(features, kernel, **options, alpha=0.0)
+        return tde_logits(features, kernel, direction.value, alpha=self.alpha, **options)
+
+
 def make_head(
     head: str,
     num_classes: int,
@@ -240,21 +295,22 @@ def make_head(
     linear_kernel_init: nn.initializers.Initializer,
     cosine_learnable_scale: bool,
     param_dtype: Any,
+    name: str = "head",
 ) -> nn.Module:
-    """The head named `head` (one of `HEAD_NAMES`); raises `ValueError` for any other name."""
+    """The head named `head` (one of `HEAD_NAMES`), as submodule `name`; raises `ValueError` for any other name."""
     if cosine_learnable_scale and head != "cosine":
         raise ValueError(f"cosine_learnable_scale=True needs head='cosine', got head={head!r}")
     if head == "linear":
-        return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name="head")
+        return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name=name)
     if head == "normed":
-        return NormedLinearHead(num_classes, param_dtype=param_dtype, name="head")
+        return NormedLinearHead(num_classes, param_dtype=param_dtype, name=name)
     if head == "disalign":
-        return DisAlignHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name="head")
+        return DisAlignHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, name=name)
     if head == "scaled_linear":
         return LinearHead(num_classes, kernel_init=linear_kernel_init, param_dtype=param_dtype, learnable_scales=True,
-                          name="head")
+                          name=name)
     if head == "cosine":
         return CosineClassifierHead(
-            num_classes, learnable_scale=cosine_learnable_scale, param_dtype=param_dtype, name="head"
+            num_classes, learnable_scale=cosine_learnable_scale, param_dtype=param_dtype, name=name
         )
     raise ValueError(f"head must be one of {HEAD_NAMES}, got {head!r}")

@@ -77,25 +77,52 @@ def option_a_shortcut(x: jax.Array, out_channels: int, strides: int) -> jax.Arra
     """The parameter-free shortcut ("option A", He et al. §4.2) for a block that changes shape.
 
     Keeps every `strides`-th row and column (`x[:, ::2, ::2, :]` in NHWC for the reference's stride 2) and pads
-    `out_channels // 4` zero channels on each side, as LDAM-DRW's
-    `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))` does: the input channels land in the middle.
+    `(out_channels - C_in) / 2` zero channels on each side, so the input channels land in the middle. Where the
+    channels double that is LDAM-DRW's `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))`; RIDE's
+    narrower experts (16 -> 24 -> 48 channels) pad `(planes - in_planes) // 2`, the same rule.
 
     Args:
-      x: `[B, H, W, C_in]` with `C_in + 2 * (out_channels // 4) == out_channels` (the channels double).
+      x: `[B, H, W, C_in]` with `out_channels - C_in` even and non-negative.
       out_channels: the block's output channels.
       strides: the block's spatial stride.
 
     Returns:
       `[B, ceil(H / strides), ceil(W / strides), out_channels]`.
     """
-    pad = out_channels // 4
-    if x.shape[-1] + 2 * pad != out_channels:
+    pad, odd = divmod(out_channels - x.shape[-1], 2)
+    if pad < 0 or odd:
         raise ValueError(
-            f"option-A shortcut pads out_channels // 4 = {pad} zero channels on each side, which cannot take "
+            f"option-A shortcut pads (out_channels - in_channels) / 2 zero channels on each side, which cannot take "
             f"{x.shape[-1]} input channels to out_channels={out_channels}"
         )
     subsampled = x[:, ::strides, ::strides, :]
     return jnp.pad(subsampled, ((0, 0), (0, 0), (0, 0), (pad, pad)))
+
+
+def stage_plan(blocks_per_stage: Sequence[int], stage_channels: Sequence[int], stage_strides: Sequence[int],
+               *, first_stage: int = 1, prefix: str = "") -> list[tuple[str, int, int]]:
+    """`(name, channels, strides)` of every residual block of the stages, in order; a stage's first block carries its
+    stride. Names are `{prefix}stage{s}_block{i}` (1-indexed), the parameter paths of the models' checkpoints."""
+    return [
+        (f"{prefix}stage{stage}_block{index + 1}", channels, stride if index == 0 else 1)
+        for stage, (num_blocks, channels, stride) in enumerate(
+            zip(blocks_per_stage, stage_channels, stage_strides), start=first_stage)
+        for index in range(num_blocks)
+    ]
+
+
+def residual_blocks(module: nn.Module, x: jax.Array, train: bool, block: type[nn.Module],
+                    plan: Sequence[tuple[str, int, int]], mask: jax.Array | None = None) -> jax.Array:
+    """The blocks of `plan` (`stage_plan`) applied in order, as submodules of `module` (called from a compact
+    `__call__`; `module` supplies `dtype`, `param_dtype` and `batch_norm_axis_name`)."""
+    for name, channels, strides in plan:
+        x = block(channels, strides=strides, dtype=module.dtype, param_dtype=module.param_dtype,
+                  batch_norm_axis_name=module.batch_norm_axis_name, name=name)(x, train, mask)
+    return x
+
+
+def global_average_pool(x: jax.Array) -> jax.Array:
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
 def stages_and_head(
@@ -106,29 +133,24 @@ def stages_and_head(
 
     Called from a compact `__call__`, so the blocks and the head are submodules of `module`, which supplies
     `stage_channels`, `stage_strides`, `dtype`, `param_dtype`, `batch_norm_axis_name`, `head`, `num_classes` and
-    `cosine_learnable_scale`. The first block of a stage carries its stride.
+    `cosine_learnable_scale`.
     """
-    for stage, (num_blocks, channels, stage_stride) in enumerate(
-        zip(blocks_per_stage, module.stage_channels, module.stage_strides), start=1
-    ):
-        for index in range(num_blocks):
-            x = block(
-                channels,
-                strides=stage_stride if index == 0 else 1,
-                dtype=module.dtype,
-                param_dtype=module.param_dtype,
-                batch_norm_axis_name=module.batch_norm_axis_name,
-                name=f"stage{stage}_block{index + 1}",
-            )(x, train, mask)
-    features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    head = make_head(
-        module.head,
-        module.num_classes,
-        linear_kernel_init=linear_kernel_init,
-        cosine_learnable_scale=module.cosine_learnable_scale,
-        param_dtype=module.param_dtype,
-    )
-    return ModelOutput(logits=head(features), features=features)
+    plan = stage_plan(blocks_per_stage, module.stage_channels, module.stage_strides)
+    features = global_average_pool(residual_blocks(module, x, train, block, plan, mask))
+    return ModelOutput(logits=cifar_head(module, linear_kernel_init)(features), features=features)
+
+
+def cifar_head(module: nn.Module, linear_kernel_init, name: str = "head") -> nn.Module:
+    """`module`'s head (its `head`, `num_classes`, `cosine_learnable_scale`, `param_dtype`), as submodule `name`."""
+    return make_head(module.head, module.num_classes, linear_kernel_init=linear_kernel_init,
+                     cosine_learnable_scale=module.cosine_learnable_scale, param_dtype=module.param_dtype, name=name)
+
+
+def cifar_stem(module: nn.Module, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+    """conv3x3 with `module.stage_channels[0]` channels, BatchNorm, ReLU."""
+    x = conv3x3(module.stage_channels[0], dtype=module.dtype, param_dtype=module.param_dtype, name="stem_conv")(x)
+    x = batch_norm(train, module.batch_norm_axis_name, module.param_dtype, name="stem_bn")(x, mask)
+    return nn.relu(x)
 
 
 class CifarBasicBlock(nn.Module):
@@ -163,7 +185,23 @@ class CifarBasicBlock(nn.Module):
         return residual_relu(y, shortcut)
 
 
-class CifarResNet(nn.Module):
+class CifarNetwork(nn.Module):
+    """The attributes of the CIFAR ResNet and of the networks with branches built from it (`ltjax.models.branched`);
+    `CifarResNet` documents them."""
+
+    num_classes: int
+    blocks_per_stage: Sequence[int] = (5, 5, 5)
+    head: str = "linear"
+    cosine_learnable_scale: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    batch_norm_axis_name: str | None = None
+
+    stage_channels = (16, 32, 64)
+    stage_strides = (1, 2, 2)
+
+
+class CifarResNet(CifarNetwork):
     """The CIFAR ResNet of He et al. §4.2; the defaults make ResNet-32 with a linear head.
 
     `__call__(x, train, mask=None)` takes `[B, H, W, 3]` images (32x32 on CIFAR) and returns `ModelOutput(logits
@@ -183,23 +221,9 @@ class CifarResNet(nn.Module):
         statistics (synchronised BatchNorm); None on one device and for `init`.
     """
 
-    num_classes: int
-    blocks_per_stage: Sequence[int] = (5, 5, 5)
-    head: str = "linear"
-    cosine_learnable_scale: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    batch_norm_axis_name: str | None = None
-
-    stage_channels = (16, 32, 64)
-    stage_strides = (1, 2, 2)
-
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> ModelOutput:
-        x = conv3x3(self.stage_channels[0], dtype=self.dtype, param_dtype=self.param_dtype, name="stem_conv")(x)
-        x = batch_norm(train, self.batch_norm_axis_name, self.param_dtype, name="stem_bn")(x, mask)
-        x = nn.relu(x)
         return stages_and_head(
-            self, x, train, CifarBasicBlock, self.blocks_per_stage, linear_kernel_init=kaiming_normal_fan_in,
-            mask=mask,
+            self, cifar_stem(self, x, train, mask), train, CifarBasicBlock, self.blocks_per_stage,
+            linear_kernel_init=kaiming_normal_fan_in, mask=mask,
         )

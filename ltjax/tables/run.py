@@ -72,11 +72,15 @@ def _head(config: ml_collections.ConfigDict) -> str:
 
 
 def _shared(config: ml_collections.ConfigDict) -> str:
-    """What cells of one ensemble must share: the program's shape, and a second stage's trainable parameters."""
+    """What cells of one ensemble must share: the program's shape (the network a method declares, with its options,
+    and its partner sampler among it), and a second stage's trainable parameters."""
     record = json.loads(schema.to_json(config))
-    stage = methods.get(config.loss.name).second_stage
-    return json.dumps({key: record[key] for key in SHARED_KEYS} | {"head": _head(config), "stage": repr(stage)},
-                      sort_keys=True)
+    method = methods.get(config.loss.name)
+    network = None if method.network is None else [method.network.name, {option: record["loss"][option]
+                                                                         for option in method.network.options}]
+    return json.dumps({key: record[key] for key in SHARED_KEYS} | {"head": _head(config),
+                                                                    "stage": repr(method.second_stage)}
+                      | ({"network": network, "partners": method.partners} if network else {}), sort_keys=True)
 
 
 def plan_groups(table: Table, root: pathlib.Path, max_members: int) -> list[Group]:

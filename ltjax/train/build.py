@@ -157,7 +157,8 @@ def _bind(config: ml_collections.ConfigDict, stats: ClassStats) -> methods.Objec
     return methods.bind(methods.get(config.loss.name), hp, stats, config.num_epochs)
 
 
-def _check_shared(configs: Sequence[ml_collections.ConfigDict], heads: Sequence[str]) -> None:
+def _check_shared(configs: Sequence[ml_collections.ConfigDict], heads: Sequence[str],
+                  networks: Sequence[tuple[str, dict]]) -> None:
     first = configs[0].to_dict()
     for index, config in enumerate(configs[1:], start=1):
         other = config.to_dict()
@@ -170,6 +171,9 @@ def _check_shared(configs: Sequence[ml_collections.ConfigDict], heads: Sequence[
     if len(set(heads)) > 1:
         raise ConfigError(f"ensemble members must share the classifier head, got {sorted(set(heads))}; group the "
                           "methods by head (linear, normed, cosine)")
+    if any(network != networks[0] for network in networks[1:]):
+        raise ConfigError(f"ensemble members must share the network, got {[repr(n) for n in networks]}; methods "
+                          "with branches (bbn, ride, reslt, tde) train in groups of their own")
 
 
 def _check_second_stage(configs: Sequence[ml_collections.ConfigDict], objectives: Sequence) -> SecondStage | None:
@@ -240,12 +244,21 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
     stats = ClassStats.from_counts(data.class_counts)
     objectives = [_bind(member, stats) for member in configs]
     heads = [member.model.head or objective.method.head for member, objective in zip(configs, objectives)]
-    _check_shared(configs, heads)
+    networks = [(*objective.network(), objective.method.partners) for objective in objectives]
+    _check_shared(configs, heads, networks)
+    network, network_options, partners = networks[0]
+    if partners and config.mixup_alpha > 0:
+        raise ConfigError(f"method {config.loss.name} trains on example pairs ({partners} partners); mixup would mix "
+                          "them with a third batch: set --config.mixup_alpha=0")
 
     name = model_name(config)
     options = {"small_input": True} if name in _TORCHVISION_RESNETS and data.image_shape[0] <= _SMALL_INPUT_SIDE \
         else {}
-    model = create_model(name, stats.num_classes, head=heads[0], dtype=jnp.dtype(config.model.dtype), **options)
+    try:
+        model = create_model(name, stats.num_classes, head=heads[0], network=network,
+                             dtype=jnp.dtype(config.model.dtype), **options, **network_options)
+    except ValueError as error:
+        raise ConfigError(f"method {config.loss.name}: {error}") from None
     optimizer = make_optimizer(config.optimizer)
     stage = _check_second_stage(configs, objectives)
     if stage is not None:
@@ -283,7 +296,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
                                    crop_padding=data.crop_padding,
                                    frozen_batch_norm=stage is not None and stage.frozen_batch_norm,
-                                   mixup_alpha=config.mixup_alpha),
+                                   mixup_alpha=config.mixup_alpha, partners=partners is not None),
                    in_axes=(0, 0, 0, EpochInputs(None, 0, None), 0)),
         config.parallel, devices, in_specs=(REPLICATED, batch_split, batch_split, REPLICATED, batch_split),
         out_specs=REPLICATED, donate_argnums=(0,),
@@ -336,6 +349,16 @@ def _epoch_inputs(objective, learning_rate: Callable[[int], float], epoch: int) 
                        np.float32(learning_rate(epoch)))
 
 
+def _network_words(objective) -> str:
+    """" split as the bilateral network, with reversed partners" for a method that changes the network or the data."""
+    network, options = objective.network()
+    words = f" split as the {network} network" if network != "plain" else ""
+    if options:
+        words += " (" + ", ".join(f"{key}={value}" for key, value in options.items()) + ")"
+    partners = objective.method.partners
+    return words + (f", every example paired with one from the {partners} sampler" if partners else "")
+
+
 def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devices) -> dict:
     config = configs[0]
     warmup, decay = lr_milestones(config.optimizer, config.num_epochs)
@@ -350,7 +373,7 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
         ],
         "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
                    f"{objectives[0].num_classes} classes, {int(np.sum(data.class_counts))} training images)",
-        "model": f"{name}, {head} head, {config.model.dtype}",
+        "model": f"{name}{_network_words(objectives[0])}, {head} head, {config.model.dtype}",
         "augmentation": ", ".join(([f"pad-{data.crop_padding} crop + flip, on the device"] if data.crop_padding
                                    else []) + ([f"mixup (alpha {config.mixup_alpha:g})"] if config.mixup_alpha else [])
                                   ) or "none",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltjax import datasets, metrics, multihost, plots, posthoc
+from ltjax import datasets, methods, metrics, multihost, plots, posthoc
 from ltjax.configs import schema
 from ltjax.data.pipeline import TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
@@ -129,6 +129,11 @@ def corrected_logits(run: TrainedRun, outputs: posthoc.Outputs, correction: str,
     if correction == "none":
         model_outputs = ModelOutput(jnp.asarray(outputs.logits), jnp.asarray(outputs.features))
         return np.asarray(run.trainer.objective.predict(model_outputs, run.state.loss_state))
+    network = methods.get(run.config.loss.name).network
+    if network is not None and correction == "tau_norm":
+        raise ConfigError(f"--posthoc {correction} reads a single linear classifier; {run.config.loss.name} trains the "
+                          f"{network.name} network, whose classifier is split into branches: use --posthoc la or iif, "
+                          "which adjust its logits")
     head = jax.device_get(run.state.params["model"]["head"])
     return posthoc.CORRECTIONS[correction].apply(outputs, head, run.data.class_counts, value)
 

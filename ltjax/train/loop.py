@@ -39,11 +39,12 @@ from tqdm import tqdm
 
 from ltjax import datasets, methods, metrics, multihost, plots
 from ltjax.configs import schema
+from ltjax.data import samplers
 from ltjax.data.pipeline import Batch, TrainPipeline, eval_batches
 from ltjax.data.prefetch import device_prefetch
 from ltjax.data.source import ImageSource
 from ltjax.errors import UserError
-from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan
+from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan, run_devices
 from ltjax.train.checkpoint import Checkpointer
 from ltjax.train.stages import start_from_first_stage
 from ltjax.train.state import TrainState
@@ -243,9 +244,12 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, ext
         data = multihost.on_every(lambda: datasets.get(config.dataset.name).load(config.dataset).prepared(
             dataset=config.dataset.name, cache_dir=config.data_cache_dir or None))
         sampler = datasets.make_sampler(config.dataset, config.num_epochs)
+        partners = methods.get(config.loss.name).partners  # ensemble members share them (checked by build)
         pipelines = [TrainPipeline(data.train, global_batch_size=member.batch_size, seed=member.seed, sampler=sampler,
                                    num_workers=1 if ensemble else 2, process_index=jax.process_index(),
-                                   process_count=jax.process_count(), drop_remainder=config.dataset.drop_remainder)
+                                   process_count=jax.process_count(), drop_remainder=config.dataset.drop_remainder,
+                                   partners=samplers.PARTNER_SAMPLERS[partners] if partners else None,
+                                   device_blocks=len(run_devices(config)))
                      for member in configs]
         spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipelines[0].steps_per_epoch(),
                         data.crop_padding)

@@ -63,7 +63,7 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: TrainObjective,
                     normalization: Normalization, *, crop_padding: int | None = None,
-                    frozen_batch_norm: bool = False, mixup_alpha: float = 0.0) -> Callable:
+                    frozen_batch_norm: bool = False, mixup_alpha: float = 0.0, partners: bool = False) -> Callable:
     """The per-device train step.
 
     Args:
@@ -78,35 +78,56 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
       mixup_alpha: mix each batch with `Beta(alpha, alpha)` weights and partners from the global batch
         (`ltjax.data.mixup`); the loss is the weighted sum of the method's loss on both label sets, the accuracy and
         the method's statistics use the examples' own labels. 0: no mixup.
+      partners: each device's shard is its examples followed by their partners (`ltjax.data.pipeline.with_partners`,
+        a method with `partners`): the network takes the two halves in two passes (BatchNorm's statistics per
+        pass, its running averages updated twice), the loss gets both (`Inputs.partner`); the
+        accuracy and the method's statistics use the examples. Positions, and so the augmentation's and the loss's
+        draws, are those of the global batch of examples followed by the global batch of partners.
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs,
                    mask: jax.Array) -> TrainState:
-        first = jax.lax.axis_index(AXIS) * images.shape[0]
+        views = [(images, labels, mask)]
+        if partners:
+            half = images.shape[0] // 2
+            views = [(x[:half], y[:half], m[:half]) for x, y, m in views] + [
+                (images[half:], labels[half:], mask[half:])]
+        shard = views[0][0].shape[0]
+        first = jax.lax.axis_index(AXIS) * shard
+        offsets = [first, first + shard * jax.lax.psum(1, AXIS)]  # the partners follow the global batch
         if crop_padding is not None:
             key = device_augment.step_key(state.seed, schedule.epoch, state.step)
-            images = device_augment.pad_crop_flip(images, key, padding=crop_padding, index_offset=first)
+            views = [(device_augment.pad_crop_flip(x, key, padding=crop_padding, index_offset=offset), y, m)
+                     for (x, y, m), offset in zip(views, offsets)]
+        images, labels, mask = views[0]
         inputs = normalize(images, normalization)
         keys = example_keys(state.seed, state.step, first, labels.shape[0])
         # The loss's terms: (weight, labels, per-example keys); mixup adds the partners' labels, with keys of their own
         # (a method that draws per label draws anew for them).
         terms = [(1.0, labels, keys)]
         if mixup_alpha > 0:
-            weight, partners = _mixup_partners(state, images, labels, mask, first, mixup_alpha)
-            partner_images, partner_labels = partners
+            weight, mixed = _mixup_partners(state, images, labels, mask, first, mixup_alpha)
+            partner_images, partner_labels = mixed
             inputs = weight * inputs + (1.0 - weight) * normalize(partner_images, normalization)
             terms = [(weight, labels, keys), (1.0 - weight, partner_labels, jax.vmap(jax.random.fold_in,
                                                                                         (0, None))(keys, 1))]
 
         def loss_fn(params):
-            outputs, updates = model.apply(
-                {"params": params["model"], "batch_stats": state.batch_stats},
-                inputs, train=not frozen_batch_norm, mask=mask, mutable=["batch_stats"],
-            )
+            def forward(batch_stats, x, m):
+                return model.apply({"params": params["model"], "batch_stats": batch_stats}, x,
+                                   train=not frozen_batch_norm, mask=m, mutable=["batch_stats"])
+
+            outputs, updates = forward(state.batch_stats, inputs, mask)
+            partner = None
+            if partners:
+                partner_images, partner_labels, partner_mask = views[1]
+                partner_outputs, updates = forward(updates["batch_stats"], normalize(partner_images, normalization),
+                                                   partner_mask)
+                partner = (partner_outputs, partner_labels)
             objective_value, batch_loss = 0.0, 0.0
             for weight, term_labels, term_keys in terms:
                 total, normalizer = objective.loss(outputs, term_labels, schedule.phase, state.loss_state,
-                                                   params["loss"], mask, term_keys, AXIS)
+                                                   params["loss"], mask, term_keys, AXIS, schedule.epoch, partner)
                 normalizer = jax.lax.psum(normalizer, AXIS)
                 # The pmean over devices of D * total_d / normalizer is the gradient of sum_d total_d / normalizer.
                 objective_value += weight * total * jax.lax.psum(1, AXIS) / normalizer
