@@ -214,7 +214,8 @@ def test_create_model_rejects_unknown_names():
         create_model("resnet34", num_classes=10)
     with pytest.raises(ValueError, match="linear, normed, cosine"):
         create_model("resnet32", num_classes=10, head="arcface")
-    assert MODEL_NAMES == ("resnet2", "resnet8", "resnet32", "resnet10", "resnet18", "resnet50")
+    assert MODEL_NAMES == ("resnet2", "resnet8", "resnet32", "resnet10", "resnet18", "resnet50", "resnet152",
+                           "resnext50_32x4d")
 
 
 # --- initialisation --------------------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ MODEL_KEYS = {
     "head": Key("", "classifier head (empty: the method's)", choices=("",) + HEAD_NAMES),
     "dtype": Key("float32", "compute dtype of the convolutions (parameters stay float32)",
                  choices=("float32", "bfloat16")),
+    "pretrained": Key("", "torchvision ImageNet weights to start from: a .safetensors file, or a .pth/.pt state dict "
+                          "(needs torch), of the model's torchvision layout (empty: train from scratch)"),
+    "keep_classifier": Key(False, "with pretrained, also load its classifier (fc), which needs the same number of "
+                                  "classes; otherwise the head is re-initialised"),
 }
 
 OPTIMIZER_KEYS = {

@@ -54,6 +54,10 @@ _ARCHITECTURES = {
     "resnet10": functools.partial(ResNet, stage_sizes=(1, 1, 1, 1), block=BasicBlock),
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
     "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck),
+    "resnet152": functools.partial(ResNet, stage_sizes=(3, 8, 36, 3), block=Bottleneck),
+    # torchvision's resnext50_32x4d: 32 groups of 4 channels in the first stage's 3x3 convolutions.
+    "resnext50_32x4d": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=Bottleneck, groups=32,
+                                         width_per_group=4),
 }
 MODEL_NAMES = tuple(_ARCHITECTURES)
 # The networks with branches (`ltjax.models.branched`) split the CIFAR ResNets.
@@ -66,8 +70,8 @@ def create_model(name: str, num_classes: int, head: str = "linear", network: str
 
     Args:
       name: one of `MODEL_NAMES`: "resnet32" (CIFAR), "resnet8" (its one-block-per-stage sibling), "resnet2" (the
-        stem and head alone, for smoke runs), "resnet10",
-        "resnet18", "resnet50" (torchvision layout).
+        stem and head alone, for smoke runs), "resnet10", "resnet18", "resnet50", "resnet152", "resnext50_32x4d"
+        (torchvision layout; `ltjax.models.pretrained` loads torchvision's weights into them).
       num_classes: C.
       head: one of `HEAD_NAMES`: "linear", "normed" (LDAM/KPS cosines), "cosine" (IIF's cosine classifier),
         "scaled_linear" (linear with per-class scales, LWS), "disalign"; for `network="bilateral"` "bilateral" (BBN)

@@ -1,4 +1,4 @@
-"""ResNet-10/18/50 for larger images, laid out as torchvision builds them.
+"""ResNet-10/18/50/152 and ResNeXt-50 (32x4d) for larger images, laid out as torchvision builds them.
 
 He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), Table 1, in torchvision's form
 (`torchvision/models/resnet.py`), which is what the long-tail references use: FFDS trains torchvision's ResNet-18
@@ -8,13 +8,18 @@ on Tiny ImageNet and ICText (nwjun/FFDS-Loss), IIF uses its copy `classification
 
 - stem: 7x7 stride-2 convolution (padding 3) with 64 channels, BatchNorm, ReLU, 3x3 stride-2 max-pool (padding 1);
 - four stages with 64/128/256/512 channels at strides 1/2/2/2; BasicBlock (expansion 1) for ResNet-10/18,
-  Bottleneck (1x1-3x3-1x1, expansion 4) for ResNet-50, with the stride on the 3x3 convolution ("ResNet v1.5");
+  Bottleneck (1x1-3x3-1x1, expansion 4) for ResNet-50/152, with the stride on the 3x3 convolution ("ResNet v1.5");
+- ResNeXt (Xie et al., "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017) as torchvision's
+  `resnext50_32x4d`: ResNet-50's Bottlenecks with the 3x3 convolution split into 32 groups of 4 channels per group
+  at the first stage, the bottleneck width being `int(channels * width_per_group / 64) * groups` (128, 256, 512,
+  1024 by stage, twice ResNet-50's), the block's output still `4 * channels`;
 - projection shortcuts (1x1 convolution + BatchNorm, "option B") where the shape changes;
 - init as torchvision: convolutions kaiming-normal with fan_out and gain sqrt(2); BatchNorm scale 1, bias 0; the
   linear head PyTorch's default, kernel and bias uniform(-1/sqrt(D), 1/sqrt(D)).
 
 Parameter counts with the linear head and 1000 classes match torchvision: ResNet-18 11,689,512, ResNet-50
-25,557,032 (ResNet-10: 5,418,792).
+25,557,032, ResNet-152 60,192,808, ResNeXt-50 32x4d 25,028,904 (ResNet-10: 5,418,792). The parameter names follow
+torchvision's module by module (`ltjax.models.pretrained` loads its ImageNet weights).
 
 `small_input=True` replaces the stem by a 3x3 stride-1 convolution (padding 1) and drops the max-pool, so 32-64 px
 images (CIFAR, ICText at 32 px, Tiny ImageNet at 64 px trained from scratch) are not downsampled 4x before the
@@ -40,6 +45,10 @@ from ltjax.models.resnet_cifar import batch_norm, residual_relu, stages_and_head
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+# torchvision's default: one group, 64 channels per group (the plain Bottleneck's width equals its `channels`).
+DEFAULT_WIDTH_PER_GROUP = 64
+
+
 class _ResidualBlock(nn.Module):
     """Shared attributes and layer factories of the two torchvision blocks."""
 
@@ -48,11 +57,13 @@ class _ResidualBlock(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     batch_norm_axis_name: str | None = None
+    groups: int = 1
+    width_per_group: int = DEFAULT_WIDTH_PER_GROUP
 
     expansion = 1
 
     @nn.nowrap
-    def conv(self, features: int, kernel: int, strides: int = 1, *, name: str) -> Conv:
+    def conv(self, features: int, kernel: int, strides: int = 1, *, name: str, groups: int = 1) -> Conv:
         padding = (kernel - 1) // 2
         return Conv(
             features,
@@ -62,6 +73,7 @@ class _ResidualBlock(nn.Module):
             kernel_init=kaiming_normal_fan_out,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            feature_group_count=groups,
             name=name,
         )
 
@@ -87,12 +99,17 @@ class BasicBlock(_ResidualBlock):
       strides: stride of the first convolution and of the projection.
       dtype: compute dtype of the convolutions; BatchNorm always computes in float32.
       param_dtype: dtype of the parameters.
+      groups, width_per_group: must stay 1 and 64: as in torchvision, only the Bottleneck has a grouped form.
     """
 
     expansion = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        if self.groups != 1 or self.width_per_group != DEFAULT_WIDTH_PER_GROUP:
+            raise ValueError(f"BasicBlock has no grouped form (got groups={self.groups}, width_per_group="
+                             f"{self.width_per_group}); use block=Bottleneck for ResNeXt, or groups=1 and "
+                             f"width_per_group={DEFAULT_WIDTH_PER_GROUP}")
         y = self.conv(self.channels, 3, self.strides, name="conv1")(x)
         y = nn.relu(self.norm(train, name="bn1")(y, mask))
         y = self.conv(self.channels, 3, name="conv2")(y)
@@ -101,23 +118,31 @@ class BasicBlock(_ResidualBlock):
 
 
 class Bottleneck(_ResidualBlock):
-    """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1(4x channels)-BN + shortcut, ReLU (torchvision
+    """conv1x1-BN-ReLU-conv3x3(stride, groups)-BN-ReLU-conv1x1(4x channels)-BN + shortcut, ReLU (torchvision
     `Bottleneck`, expansion 4, stride on the 3x3 convolution).
 
     Attributes:
-      channels: width of the 1x1 and 3x3 convolutions; the block outputs `4 * channels`.
+      channels: the block outputs `4 * channels`; with the default groups and width per group, also the width of
+        the 1x1 and 3x3 convolutions.
       strides: stride of the 3x3 convolution and of the projection.
       dtype: compute dtype of the convolutions; BatchNorm always computes in float32.
       param_dtype: dtype of the parameters.
+      groups: groups of the 3x3 convolution (ResNeXt's cardinality, 32 for 32x4d).
+      width_per_group: channels per group at `channels` = 64 (4 for 32x4d); the 1x1 and 3x3 convolutions are
+        `int(channels * width_per_group / 64) * groups` wide, torchvision's rule.
     """
 
     expansion = 4
 
+    @property
+    def width(self) -> int:
+        return int(self.channels * self.width_per_group / DEFAULT_WIDTH_PER_GROUP) * self.groups
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
-        y = self.conv(self.channels, 1, name="conv1")(x)
+        y = self.conv(self.width, 1, name="conv1")(x)
         y = nn.relu(self.norm(train, name="bn1")(y, mask))
-        y = self.conv(self.channels, 3, self.strides, name="conv2")(y)
+        y = self.conv(self.width, 3, self.strides, name="conv2", groups=self.groups)(y)
         y = nn.relu(self.norm(train, name="bn2")(y, mask))
         y = self.conv(self.channels * self.expansion, 1, name="conv3")(y)
         y = self.norm(train, name="bn3")(y, mask)
@@ -134,8 +159,11 @@ class ResNet(nn.Module):
 
     Attributes:
       num_classes: C.
-      stage_sizes: blocks per stage: (1, 1, 1, 1) ResNet-10, (2, 2, 2, 2) ResNet-18, (3, 4, 6, 3) ResNet-50.
+      stage_sizes: blocks per stage: (1, 1, 1, 1) ResNet-10, (2, 2, 2, 2) ResNet-18, (3, 4, 6, 3) ResNet-50 and
+        ResNeXt-50, (3, 8, 36, 3) ResNet-152.
       block: `BasicBlock` or `Bottleneck`.
+      groups: groups of the Bottlenecks' 3x3 convolutions (32 for ResNeXt-50 32x4d; 1 otherwise).
+      width_per_group: their channels per group at the first stage (4 for ResNeXt-50 32x4d; 64 otherwise).
       small_input: 3x3 stride-1 stem without max-pool, for 32-64 px images (see the module docstring).
       head: "linear", "normed" or "cosine"; see `ltjax.models.heads`.
       cosine_learnable_scale: with head="cosine", learn the scale (IIF's `lr_cosine`).
@@ -155,6 +183,8 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     batch_norm_axis_name: str | None = None
+    groups: int = 1
+    width_per_group: int = DEFAULT_WIDTH_PER_GROUP
 
     stage_channels = (64, 128, 256, 512)
     stage_strides = (1, 2, 2, 2)
@@ -177,6 +207,7 @@ class ResNet(nn.Module):
         x = nn.relu(x)
         if not self.small_input:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        block = functools.partial(self.block, groups=self.groups, width_per_group=self.width_per_group)
         return stages_and_head(
-            self, x, train, self.block, self.stage_sizes, linear_kernel_init=pytorch_linear_kernel_init, mask=mask
+            self, x, train, block, self.stage_sizes, linear_kernel_init=pytorch_linear_kernel_init, mask=mask
         )

@@ -56,7 +56,7 @@ from ltjax.train.step import (
 
 # The torchvision ResNets take a CIFAR-style stem (3x3, stride 1, no max-pool) on images this small.
 _SMALL_INPUT_SIDE = 64
-_TORCHVISION_RESNETS = ("resnet10", "resnet18", "resnet50")
+_TORCHVISION_RESNETS = ("resnet10", "resnet18", "resnet50", "resnet152", "resnext50_32x4d")
 # What ensemble members must share: everything but the seed and the method.
 SHARED_KEYS = (
     "dataset", "model", "optimizer", "num_epochs", "batch_size", "eval_batch_size", "parallel", "num_devices",
@@ -252,8 +252,9 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
                           "them with a third batch: set --config.mixup_alpha=0")
 
     name = model_name(config)
-    options = {"small_input": True} if name in _TORCHVISION_RESNETS and data.image_shape[0] <= _SMALL_INPUT_SIDE \
-        else {}
+    # Pretrained weights keep torchvision's 7x7 stem whatever the image size.
+    small = name in _TORCHVISION_RESNETS and data.image_shape[0] <= _SMALL_INPUT_SIDE and not config.model.pretrained
+    options = {"small_input": True} if small else {}
     try:
         model = create_model(name, stats.num_classes, head=heads[0], network=network,
                              dtype=jnp.dtype(config.model.dtype), **options, **network_options)
@@ -373,7 +374,9 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
         ],
         "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
                    f"{objectives[0].num_classes} classes, {int(np.sum(data.class_counts))} training images)",
-        "model": f"{name}{_network_words(objectives[0])}, {head} head, {config.model.dtype}",
+        "model": f"{name}{_network_words(objectives[0])}, {head} head, {config.model.dtype}"
+                 + (f", from {config.model.pretrained}" + (" (its classifier too)" if config.model.keep_classifier
+                                                           else "") if config.model.pretrained else ""),
         "augmentation": ", ".join(([f"pad-{data.crop_padding} crop + flip, on the device"] if data.crop_padding
                                    else []) + ([f"mixup (alpha {config.mixup_alpha:g})"] if config.mixup_alpha else [])
                                   ) or "none",

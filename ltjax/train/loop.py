@@ -46,7 +46,7 @@ from ltjax.data.source import ImageSource
 from ltjax.errors import UserError
 from ltjax.train.build import DataSpec, Trainer, build, build_ensemble, format_plan, run_devices
 from ltjax.train.checkpoint import Checkpointer
-from ltjax.train.stages import start_from_first_stage
+from ltjax.train.stages import start_from_first_stage, start_from_pretrained
 from ltjax.train.state import TrainState
 from ltjax.train.step import place
 from ltjax.train.workdir import EpochLog, Workdir
@@ -270,7 +270,9 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, ext
         fresh = trainer.init_state()
         state = checkpointer.restore(fresh, accepted, say=say)
         if state is None:  # every process starts from process 0's initialisation, bit for bit
-            state = multihost.broadcast(start_from_first_stage(fresh, trainer, say=say))
+            state, pretrained = start_from_pretrained(fresh, trainer, say=say)
+            multihost.on_primary(lambda: folder.record_pretrained(pretrained))
+            state = multihost.broadcast(start_from_first_stage(state, trainer, say=say))
         try:
             with multihost.Interruption() as interruption:
                 state = _epochs(run, state, max_steps, interruption)

@@ -1,11 +1,15 @@
-"""Second stages start from a first stage's trained model: its backbone, BatchNorm statistics and (unless `fresh`)
-its classifier, read from the workdir the method's `init_from` key names.
+"""Where a run starts from, other than its initialisation: a first stage's trained model, or pretrained weights.
 
-That run must have finished (its report written) and is read at its last checkpoint; a run that was stopped early
-or diverged is an error, unless `init_step` names the step to start from on purpose. Whichever step, every value
-loaded must be finite."""
+Second stages start from a first stage's trained model: its backbone, BatchNorm statistics and (unless `fresh`)
+its classifier, read from the workdir the method's `init_from` key names. That run must have finished (its report
+written) and is read at its last checkpoint; a run that was stopped early or diverged is an error, unless
+`init_step` names the step to start from on purpose. Whichever step, every value loaded must be finite.
+
+A run whose `model.pretrained` names a torchvision checkpoint starts from its weights (`start_from_pretrained`).
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from collections.abc import Callable
@@ -15,6 +19,7 @@ import numpy as np
 from flax import traverse_util
 
 from ltjax.keys import ConfigError
+from ltjax.models.pretrained import load_torchvision_weights
 from ltjax.train.build import Trainer, model_name
 from ltjax.train.evaluate import TrainedRun, load_run
 from ltjax.train.state import TrainState
@@ -125,3 +130,34 @@ def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable
         state = loaded if member is None else jax.tree.map(
             lambda all_, one, m=member: all_.at[m].set(one), state, loaded)
     return state
+
+
+def start_from_pretrained(state: TrainState, trainer: Trainer, *, say: Callable[[str], None]
+                          ) -> tuple[TrainState, dict[int | None, dict]]:
+    """The fresh `state` with each member's backbone (and, on request, classifier) loaded from the torchvision
+    checkpoint its `model.pretrained` names, and each loaded member's provenance (`ltjax.models.pretrained`).
+
+    Raises:
+      PretrainedWeightsError: a checkpoint that is not the model's torchvision layout, naming the tensor.
+      FileNotFoundError: a missing file, with where torchvision publishes the weights.
+    """
+    records = {}
+    members = [None] if trainer.members is None else list(range(trainer.members))
+    for member in members:
+        config = trainer.configs[member or 0]
+        if not config.model.pretrained:
+            continue
+        own = state if member is None else jax.tree.map(lambda leaf, m=member: leaf[m], state)
+        variables, provenance = load_torchvision_weights(
+            config.model.pretrained, {"params": jax.device_get(own.params["model"]),
+                                      "batch_stats": jax.device_get(own.batch_stats)},
+            keep_classifier=config.model.keep_classifier)
+        loaded = own.replace(params={**own.params, "model": variables["params"]}, batch_stats=variables["batch_stats"])
+        loaded = loaded.replace(opt_state=trainer.optimizer.init(loaded.params))
+        classifier = "kept" if config.model.keep_classifier else "re-initialised"
+        say(f"model: {provenance.architecture} weights from {provenance.path} (sha256 {provenance.sha256[:16]}), "
+            f"{len(provenance.loaded)} tensors loaded, classifier {classifier}")
+        records[member] = dataclasses.asdict(provenance)
+        state = loaded if member is None else jax.tree.map(
+            lambda all_, one, m=member: all_.at[m].set(one), state, loaded)
+    return state, records

@@ -7,6 +7,7 @@ Its layout::
         plan.json              # method, phases with their epochs, learning-rate milestones, batch, devices
         provenance.json        # per session: command line, library versions, devices, start time, ltjax's git state
         manifests/<split>.json # the train/validation/test split manifests, each with its SHA-256
+        pretrained.json        # with model.pretrained: the checkpoint's path, SHA-256 and what was loaded
         log.jsonl              # one JSON line per finished epoch
         checkpoints/           # orbax steps (see ltjax.train.checkpoint)
         report.json, *.png     # the final test report and plots
@@ -153,6 +154,13 @@ class Workdir:
                 )
         path.write_text(text + "\n")
         return previous
+
+    def record_pretrained(self, provenances: Mapping[int | None, dict]) -> None:
+        """Writes where each member's pretrained weights came from (`ltjax.models.pretrained.Provenance`)."""
+        for member, provenance in provenances.items():
+            folder = self.member(member)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "pretrained.json").write_text(json.dumps(provenance, indent=1) + "\n")
 
     def record_manifests(self, manifests: Mapping[str, SplitManifest]) -> None:
         """Writes each split's manifest, or checks that a resumed run reads the same images.
