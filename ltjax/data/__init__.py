@@ -3,8 +3,8 @@
 Loaders return an `ImageSource` (`ArraySource` in memory or `FileSource` on disk). `prepare_split` checks a split
 before training and turns a file split into its decoded uint8 cache; `TrainPipeline` and `eval_batches` turn a
 source into host-local batches, `device_prefetch` puts them on the devices ahead of the step, and
-`ltjax.data.device_augment` augments them there. CIFAR (`ltjax.data.cifar`) is imported on demand, since it pulls in
-tensorflow-datasets.
+`ltjax.data.device_augment` and `ltjax.data.device_crops` augment them there. CIFAR (`ltjax.data.cifar`) is imported
+on demand, since it pulls in tensorflow-datasets.
 """
 from ltjax._extras import require_train_extra
 

@@ -1,10 +1,10 @@
 """Batched training and evaluation augmentation on uint8 images, plus the float32 normalisation for the device.
 
 Where it runs: the transforms here run on the host in NumPy (resizing through Pillow), inside the input pipeline's
-worker threads, right after decoding. Crops of random size followed by a resize have data-dependent shapes that XLA
-handles badly, and doing them on the host lets the pipeline ship fixed-size uint8 batches (4x fewer bytes than
-float32). Pad-crop-flip has fixed shapes, and from an array source or the decoded cache it is faster on the device:
-`ltjax.data.device_augment.pad_crop_flip` (same semantics, other random draws). Normalisation belongs on the device:
+worker threads, right after decoding, and ship fixed-size uint8 batches (4x fewer bytes than float32). From an array
+source or the decoded cache the device is the faster place for both crops: pad-crop-flip in
+`ltjax.data.device_augment.pad_crop_flip`, random-resized crops of full-size images (one size per batch) in
+`ltjax.data.device_crops` (same semantics as torchvision's, other random draws). Normalisation belongs on the device:
 `normalize` is written in `jax.numpy`, so call it at the start of the jitted train step on the uint8 batch.
 
 Determinism: a transform draws all its random parameters for the batch from the `np.random.Generator` it is given,
@@ -68,7 +68,8 @@ def normalize(images: jax.Array | np.ndarray, normalization: Normalization) -> j
     one fused multiply-add per pixel.
 
     Args:
-      images: uint8 [..., C] pixels, C = len(normalization.mean).
+      images: uint8, or float in [0, 255] (`ltjax.data.device_crops`' crops), [..., C] pixels,
+        C = len(normalization.mean).
       normalization: the dataset's constants, e.g. `CIFAR_NORMALIZATION`.
 
     Returns:
