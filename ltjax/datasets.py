@@ -50,6 +50,10 @@ class TrainingData:
       normalization: applied on device inside the steps.
       image_size: file splits are resized (shorter side) and centre-cropped to this side when cached; None: as
         stored.
+      crop_size: instead of `crop_padding`, random-resized crops of this side with a flip in training and a resize
+        of the shorter side to `eval_resize` with a centred crop of this side in evaluation, on the device
+        (`ltjax.data.device_crops`, torchvision's `RandomResizedCrop` and `Resize` + `CenterCrop`); None: off.
+      eval_resize: the shorter side evaluation resizes to before its centred crop (with `crop_size`).
     """
 
     train: ImageSource
@@ -59,6 +63,8 @@ class TrainingData:
     crop_padding: int | None
     normalization: augment.Normalization
     image_size: int | None = None
+    crop_size: int | None = None
+    eval_resize: int | None = None
 
     @property
     def class_counts(self) -> np.ndarray:
@@ -174,6 +180,13 @@ def _tiny_imagenet(config: ml_collections.ConfigDict) -> TrainingData:
         split: file_manifest(source, dataset="tiny_imagenet", split=split, parameters=parameters)
         for split, source in splits.items()
     }
+    if config.augmentation == "random_resized_crop":
+        # The cache keeps the 64-px images; the device crops and resizes them to image_size (ImageNet's 224 of 256).
+        return TrainingData(
+            splits["train"], splits.get("validation"), splits["test"], manifests, crop_padding=None,
+            normalization=augment.TINY_IMAGENET_NORMALIZATION, crop_size=config.image_size,
+            eval_resize=round(config.image_size * 256 / 224),
+        )
     native = config.image_size == _TINY_IMAGENET_SIDE
     return TrainingData(
         splits["train"], splits.get("validation"), splits["test"], manifests,
@@ -197,8 +210,14 @@ DATASETS: dict[str, Dataset] = {
                 _common_keys(100.0, data_dir_help=_CIFAR_DIR_HELP), _cifar("cifar100"), "resnet32"),
         Dataset("tiny_imagenet", "Tiny-ImageNet-LT from the official tiny-imagenet-200 folder, trained from scratch",
                 {**_common_keys(100.0, data_dir_help="the tiny-imagenet-200 folder"),
-                 "image_size": Key(_TINY_IMAGENET_SIDE, "image side in pixels, resized once into the cache (64: as "
-                                                        "stored)")},
+                 "image_size": Key(_TINY_IMAGENET_SIDE, "image side in pixels the network sees: with pad_crop_flip "
+                                                        "resized once into the cache (64: as stored), with "
+                                                        "random_resized_crop the crop's side"),
+                 "augmentation": Key("pad_crop_flip", "training augmentation on the device: pad-crop + flip at "
+                                                      "image_size (the from-scratch recipe), or random-resized crops "
+                                                      "+ flip, evaluation resizing to 8/7 and centre-cropping (the "
+                                                      "224-px fine-tuning recipes)",
+                                     choices=("pad_crop_flip", "random_resized_crop"))},
                 _tiny_imagenet, "resnet18"),
     )
 }

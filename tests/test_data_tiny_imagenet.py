@@ -149,3 +149,22 @@ def test_damaged_wnids_file(tmp_path):
     (tmp_path / "wnids.txt").write_text("n01\nn02\n")
     with pytest.raises(ValueError, match="lists 2 wnids"):
         load_tiny_imagenet(tmp_path)
+
+
+def test_random_resized_crop_keeps_the_64px_cache_and_crops_on_the_device(tiny_imagenet_root):
+    """The 224-px fine-tuning recipes' augmentation: the stored 64-px images go to the device, which crops them to
+    image_size (and evaluation resizes to 256 and centre-crops 224); the from-scratch default keeps pad-crop."""
+    from runs import digits_config
+
+    from ltjax import datasets
+
+    def loaded(*overrides):
+        config = digits_config(("dataset.name", "tiny_imagenet"), ("dataset.data_dir", str(tiny_imagenet_root)),
+                               ("dataset.imbalance_factor", "100"), ("dataset.validation_per_class", "0"),
+                               *overrides)
+        return datasets.get("tiny_imagenet").load(config.dataset)
+
+    crops = loaded(("dataset.augmentation", "random_resized_crop"), ("dataset.image_size", "224"))
+    assert (crops.crop_size, crops.eval_resize, crops.crop_padding, crops.image_size) == (224, 256, None, None)
+    default = loaded()
+    assert (default.crop_size, default.crop_padding, default.image_size) == (None, 8, None)

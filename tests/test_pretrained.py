@@ -553,3 +553,34 @@ def test_a_run_starts_from_the_checkpoint_and_records_its_sha256(resnet18_checkp
     recorded = json.loads((tmp_path / "pretrained.json").read_text())
     assert recorded["sha256"] == records[None]["sha256"] and recorded["path"] == str(path)
     assert f"from {path}" in json.loads((tmp_path / "plan.json").read_text())["model"]
+
+
+def test_the_pretrained_tiny_imagenet_recipe_trains_a_step_on_the_real_data(resnet18_checkpoint, shared_data):
+    """FFDS's Tiny-ImageNet-LT row: the recipe's plan (224-px random-resized crops of the 64-px images, ResNet-18
+    with torchvision's stem) trains one step of 8 real training images from a converted random-init checkpoint."""
+    from ltjax import datasets
+    from ltjax.configs import files, schema
+    from ltjax.train.build import DataSpec, build
+    from ltjax.train.stages import start_from_pretrained
+
+    root = shared_data / "tiny-imagenet-200"
+    if not root.is_dir():
+        pytest.skip(f"Tiny ImageNet copy {root} is absent")
+    path, _, source, _ = resnet18_checkpoint
+    recipe = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / "ffds.py"
+    written = files.load_config_file(f"{recipe}:tiny_imagenet-if100-pretrained")
+    config = schema.apply_overrides(written, [("dataset.data_dir", str(root)), ("model.pretrained", str(path)),
+                                              ("batch_size", "8"), ("progress_bar", "false")])[0]
+    data = datasets.get("tiny_imagenet").load(config.dataset)
+    trainer = build(config, DataSpec.of(data, steps_per_epoch=1))
+    assert trainer.plan["model"].startswith("resnet18, linear head") and "random-resized 224-px" in trainer.plan[
+        "augmentation"]
+    state, _ = start_from_pretrained(trainer.init_state(), trainer, say=lambda _: None)
+    assert_trees_equal(state.params["model"]["stem_conv"], source["params"]["stem_conv"])  # the 7x7 stem, loaded
+    picks = np.linspace(0, len(data.train.labels) - 1, 8).astype(int)
+    images = np.stack([data.train[int(index)][0] for index in picks])
+    labels = data.train.labels[picks].astype(np.int32)
+    assert images.shape == (8, 64, 64, 3)
+    new_state = jax.device_get(trainer.train_step(state, images, labels, trainer.epoch_inputs(0)))
+    assert np.isfinite(float(new_state.totals.loss_sum)) and int(new_state.totals.class_count.sum()) == 8
+    assert not np.allclose(new_state.params["model"]["stem_conv"]["kernel"], source["params"]["stem_conv"]["kernel"])

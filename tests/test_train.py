@@ -269,3 +269,30 @@ def test_a_run_is_extended_only_when_asked_and_only_in_length(tmp_path):
     sessions = json.loads((tmp_path / "provenance.json").read_text())["sessions"]
     assert sessions[-1]["extended"] == {"from_epochs": 2, "to_epochs": 4}
     assert json.loads((tmp_path / "config.json").read_text())["num_epochs"] == 4
+
+
+def test_random_resized_crops_train_the_same_on_one_and_eight_devices_and_evaluation_centre_crops():
+    """A `DataSpec` with `crop_size` (the 224-px recipes' augmentation, here 8-px images cropped to 12): the network
+    is built for the crop, each example's crop is drawn from its global position (so 1 and 8 devices agree), and
+    evaluation resizes and centre-crops (`device_crops.resize_center_crop`) before the network."""
+    from ltjax.data import device_crops
+    from ltjax.data.augment import normalize
+
+    spec = DataSpec(COUNTS, (8, 8, 3), NORMALIZATION, 10, crop_size=12, eval_resize=14)
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 16).astype(np.int32)
+    results = {}
+    for devices in (jax.devices()[:1], jax.devices()):
+        trainer = build(digits_config(), spec, devices=devices)
+        state = trainer.init_state()
+        assert trainer.plan["augmentation"].startswith("random-resized 12-px crop + flip")
+        results[len(devices)] = jax.device_get(trainer.train_step(state, images, labels, trainer.epoch_inputs(0)))
+    one, many = results[1], results[len(jax.devices())]
+    assert _max_difference(one.params, many.params) < 1e-5
+    np.testing.assert_allclose(one.totals.loss_sum, many.totals.loss_sum, rtol=1e-6)
+    _, features = trainer.eval_step(one, images, labels, np.ones(16, bool))
+    centred = device_crops.resize_center_crop(jnp.asarray(images), size=12, resize_to=14)
+    expected = trainer.model.apply({"params": one.params["model"], "batch_stats": one.batch_stats},
+                                   normalize(centred, NORMALIZATION), train=False)
+    assert_close_to_scale(features, expected.features, rtol=1e-5)

@@ -46,6 +46,7 @@ from ltjax.train.step import (
     MEMBERS_SPLIT,
     REPLICATED,
     SPLIT,
+    Crops,
     EpochInputs,
     check_batch_divides,
     data_parallel,
@@ -74,6 +75,8 @@ class DataSpec:
       normalization: mean/std applied on device.
       steps_per_epoch: training steps per epoch (reported in the plan).
       crop_padding: the device augmentation's pad-crop border (None: no augmentation).
+      crop_size, eval_resize: random-resized crops of this side in training, resize and centre crop in evaluation,
+        on the device, instead of pad-crop (`datasets.TrainingData`).
     """
 
     class_counts: np.ndarray
@@ -81,6 +84,20 @@ class DataSpec:
     normalization: Normalization
     steps_per_epoch: int
     crop_padding: int | None = None
+    crop_size: int | None = None
+    eval_resize: int | None = None
+
+    @classmethod
+    def of(cls, data: datasets.TrainingData, steps_per_epoch: int) -> DataSpec:
+        return cls(data.class_counts, data.image_shape, data.normalization, steps_per_epoch, data.crop_padding,
+                   data.crop_size, data.eval_resize)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of an image the network sees: the crop's, or the stored image's."""
+        if self.crop_size is None:
+            return self.image_shape
+        return (self.crop_size, self.crop_size, *self.image_shape[2:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +270,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
 
     name = model_name(config)
     # Pretrained weights keep torchvision's 7x7 stem whatever the image size.
-    small = name in _TORCHVISION_RESNETS and data.image_shape[0] <= _SMALL_INPUT_SIDE and not config.model.pretrained
+    small = name in _TORCHVISION_RESNETS and data.input_shape[0] <= _SMALL_INPUT_SIDE and not config.model.pretrained
     options = {"small_input": True} if small else {}
     try:
         model = create_model(name, stats.num_classes, head=heads[0], network=network,
@@ -268,7 +285,7 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
 
     def init_member(member: int) -> TrainState:
         key = jax.random.key(configs[member].seed)
-        variables = model.init(key, jnp.zeros((1, *data.image_shape), jnp.float32), train=False)
+        variables = model.init(key, jnp.zeros((1, *data.input_shape), jnp.float32), train=False)
         loss_key = jax.random.fold_in(key, 1)
         loss_params = objective.member_params(member, loss_key) if ensemble else objective.init_params(loss_key)
         params = {"model": variables["params"], "loss": loss_params}
@@ -292,23 +309,24 @@ def _build(configs: list, data: DataSpec, devices, *, ensemble: bool) -> Trainer
             if ensemble else init_member(0)
 
     member_map = jax.vmap if ensemble else (lambda fn, **_: fn)
+    crops = None if data.crop_size is None else Crops(data.crop_size, data.eval_resize)
     batch_split = MEMBERS_SPLIT if ensemble else SPLIT
     train_step = _all_real_by_default(data_parallel(
         member_map(make_train_step(model.clone(batch_norm_axis_name=AXIS), optimizer, objective, data.normalization,
                                    crop_padding=data.crop_padding,
                                    frozen_batch_norm=stage is not None and stage.frozen_batch_norm,
-                                   mixup_alpha=config.mixup_alpha, partners=partners is not None),
+                                   mixup_alpha=config.mixup_alpha, partners=partners is not None, crops=crops),
                    in_axes=(0, 0, 0, EpochInputs(None, 0, None), 0)),
         config.parallel, devices, in_specs=(REPLICATED, batch_split, batch_split, REPLICATED, batch_split),
         out_specs=REPLICATED, donate_argnums=(0,),
     ))
     eval_step = data_parallel(
-        member_map(make_eval_step(model, data.normalization, objective), in_axes=(0, None, None, None)),
+        member_map(make_eval_step(model, data.normalization, objective, crops), in_axes=(0, None, None, None)),
         config.parallel, devices, in_specs=(REPLICATED, SPLIT, SPLIT, SPLIT),
         out_specs=(REPLICATED, MEMBERS_SPLIT if ensemble else SPLIT),
     )
     outputs_step = data_parallel(
-        member_map(make_outputs_step(model, data.normalization), in_axes=(0, None)),
+        member_map(make_outputs_step(model, data.normalization, crops), in_axes=(0, None)),
         config.parallel, devices, in_specs=(REPLICATED, SPLIT),
         out_specs=(MEMBERS_SPLIT, MEMBERS_SPLIT) if ensemble else (SPLIT, SPLIT),
     )
@@ -378,7 +396,10 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
                  + (f", from {config.model.pretrained}" + (" (its classifier too)" if config.model.keep_classifier
                                                            else "") if config.model.pretrained else ""),
         "augmentation": ", ".join(([f"pad-{data.crop_padding} crop + flip, on the device"] if data.crop_padding
-                                   else []) + ([f"mixup (alpha {config.mixup_alpha:g})"] if config.mixup_alpha else [])
+                                   else [])
+                                  + ([f"random-resized {data.crop_size}-px crop + flip, on the device (evaluation: "
+                                      f"resize to {data.eval_resize}, centre crop)"] if data.crop_size else [])
+                                  + ([f"mixup (alpha {config.mixup_alpha:g})"] if config.mixup_alpha else [])
                                   ) or "none",
         "learning_rate": {"base": config.optimizer.learning_rate, "warmup_epochs": warmup,
                           "decay": [{"from_epoch": epoch, "multiplier": multiplier} for epoch, multiplier in decay]},

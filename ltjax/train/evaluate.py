@@ -61,8 +61,7 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[datasets.TrainingData,
     pipeline = TrainPipeline(data.train, global_batch_size=config.batch_size, seed=config.seed,
                              drop_remainder=config.dataset.drop_remainder,
                              sampler=datasets.make_sampler(config.dataset, config.num_epochs))
-    return data, DataSpec(data.class_counts, data.image_shape, data.normalization, pipeline.steps_per_epoch(),
-                          data.crop_padding)
+    return data, DataSpec.of(data, pipeline.steps_per_epoch())
 
 
 def load_run(workdir: str | pathlib.Path, *, member: int | None = None, step: int | None = None,

@@ -251,8 +251,7 @@ def _train(configs: list, workdir, *, ensemble: bool, max_steps: int | None, ext
                                    partners=samplers.PARTNER_SAMPLERS[partners] if partners else None,
                                    device_blocks=len(run_devices(config)))
                      for member in configs]
-        spec = DataSpec(data.class_counts, data.image_shape, data.normalization, pipelines[0].steps_per_epoch(),
-                        data.crop_padding)
+        spec = DataSpec.of(data, pipelines[0].steps_per_epoch())
         trainer = build_ensemble(configs, spec) if ensemble else build(config, spec)
         records = [json.loads(schema.to_json(member)) for member in configs]
         hosts = multihost.exchange(socket.gethostname())

@@ -95,7 +95,7 @@ def _print_plan(config) -> int:
     data = datasets.get(config.dataset.name).load(config.dataset)
     steps = TrainPipeline(data.train, global_batch_size=config.batch_size, drop_remainder=config.dataset.drop_remainder,
                           sampler=datasets.make_sampler(config.dataset, config.num_epochs)).steps_per_epoch()
-    spec = DataSpec(data.class_counts, data.image_shape, data.normalization, steps, data.crop_padding)
+    spec = DataSpec.of(data, steps)
     trainer = build(config, spec)
     if multihost.is_primary():
         print(format_plan(trainer.plan))

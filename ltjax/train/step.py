@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ltjax.data import device_augment, mixup
+from ltjax.data import device_augment, device_crops, mixup
 from ltjax.data.augment import Normalization, normalize
 from ltjax.methods import TrainObjective
 from ltjax.methods.base import example_keys
@@ -57,13 +57,27 @@ class EpochInputs(NamedTuple):
     learning_rate: jax.Array
 
 
+class Crops(NamedTuple):
+    """Random-resized crops on the device (`ltjax.data.device_crops`): `size` x `size` crops with a flip in
+    training; in evaluation the shorter side resized to `eval_resize`, then the centred `size` x `size` crop."""
+
+    size: int
+    eval_resize: int
+
+
+def _evaluation_images(images: jax.Array, crops: Crops | None) -> jax.Array:
+    return images if crops is None else device_crops.resize_center_crop(images, size=crops.size,
+                                                                         resize_to=crops.eval_resize)
+
+
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
 def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, objective: TrainObjective,
                     normalization: Normalization, *, crop_padding: int | None = None,
-                    frozen_batch_norm: bool = False, mixup_alpha: float = 0.0, partners: bool = False) -> Callable:
+                    frozen_batch_norm: bool = False, mixup_alpha: float = 0.0, partners: bool = False,
+                    crops: Crops | None = None) -> Callable:
     """The per-device train step.
 
     Args:
@@ -83,6 +97,8 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         pass, its running averages updated twice), the loss gets both (`Inputs.partner`); the
         accuracy and the method's statistics use the examples. Positions, and so the augmentation's and the loss's
         draws, are those of the global batch of examples followed by the global batch of partners.
+      crops: random-resized crops and flips of the full-size images instead of `crop_padding`'s (same key
+        discipline).
     """
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs,
@@ -95,9 +111,12 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
         shard = views[0][0].shape[0]
         first = jax.lax.axis_index(AXIS) * shard
         offsets = [first, first + shard * jax.lax.psum(1, AXIS)]  # the partners follow the global batch
+        key = device_augment.step_key(state.seed, schedule.epoch, state.step)
         if crop_padding is not None:
-            key = device_augment.step_key(state.seed, schedule.epoch, state.step)
             views = [(device_augment.pad_crop_flip(x, key, padding=crop_padding, index_offset=offset), y, m)
+                     for (x, y, m), offset in zip(views, offsets)]
+        if crops is not None:
+            views = [(device_crops.random_resized_crop_flip(x, key, size=crops.size, index_offset=offset), y, m)
                      for (x, y, m), offset in zip(views, offsets)]
         images, labels, mask = views[0]
         inputs = normalize(images, normalization)
@@ -164,17 +183,18 @@ def _mixup_partners(state: TrainState, images: jax.Array, labels: jax.Array, mas
     return mixup.mixup_lambda(weight_key, alpha), (every_image[chosen], every_label[chosen])
 
 
-def make_eval_step(model, normalization: Normalization, objective: TrainObjective) -> Callable:
+def make_eval_step(model, normalization: Normalization, objective: TrainObjective,
+                   crops: Crops | None = None) -> Callable:
     """The per-device eval step: `eval_step(state, images, labels, mask) -> (EvalStats, features)`.
 
     `mask` marks the real examples of a padded last batch. The returned statistics are summed over devices; the
-    features (for class prototypes) stay per device.
+    features (for class prototypes) stay per device. With `crops`, images are resized and centre-cropped first.
     """
 
     def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array):
         outputs = model.apply(
             {"params": state.params["model"], "batch_stats": state.batch_stats},
-            normalize(images, normalization), train=False,
+            normalize(_evaluation_images(images, crops), normalization), train=False,
         )
         logits = objective.predict(outputs, state.loss_state)
         stats = EvalStats.init(logits.shape[-1]).update(logits, labels, mask, axis_name=AXIS)
@@ -183,14 +203,14 @@ def make_eval_step(model, normalization: Normalization, objective: TrainObjectiv
     return eval_step
 
 
-def make_outputs_step(model, normalization: Normalization) -> Callable:
+def make_outputs_step(model, normalization: Normalization, crops: Crops | None = None) -> Callable:
     """The per-device outputs step: `outputs_step(state, images) -> (logits, features)`, eval mode, both split over
     the devices like the images (for post-hoc corrections computed from a whole split's outputs)."""
 
     def outputs_step(state: TrainState, images: jax.Array):
         outputs = model.apply(
             {"params": state.params["model"], "batch_stats": state.batch_stats},
-            normalize(images, normalization), train=False,
+            normalize(_evaluation_images(images, crops), normalization), train=False,
         )
         return outputs.logits, outputs.features
 
