@@ -64,6 +64,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from runs import DATASET_MODEL, SMOKE_ARGS, digits_config, workdir_locked_elsewhere
@@ -224,6 +225,25 @@ def test_resuming_with_another_config_is_an_error_showing_the_difference(finishe
     changed = _checkpointed_config(("optimizer.learning_rate", "0.05"))
     with pytest.raises(ConfigError, match=r"(?s)another config.*optimizer\.learning_rate: 0\.1 -> 0\.05"):
         train_and_evaluate(changed, workdir, say=quiet)
+
+
+def test_a_run_made_before_a_key_existed_is_the_same_run_after_it(finished_run, tmp_path):
+    """`schema.ADDED_KEYS`: a workdir whose config.json lacks a later key (as one written by release 0.1.0 lacks
+    `model.pretrained`) resumes to its report, with the same fingerprint; the key set to another value is a change."""
+    from ltjax.configs import schema
+
+    workdir, report = _trained_workdir(finished_run, tmp_path)
+    recorded = json.loads((workdir / "config.json").read_text())
+    for (section, key), default in schema.ADDED_KEYS.items():
+        assert recorded.get(section, {}).get(key, default) == default
+        recorded.get(section, {}).pop(key, None)
+    (workdir / "config.json").write_text(json.dumps(recorded, indent=1, sort_keys=True))
+    config = _checkpointed_config()
+    older = ml_collections.ConfigDict(recorded)
+    assert schema.fingerprint(older) == schema.fingerprint(config)
+    assert train_and_evaluate(config, workdir, say=quiet)["per_class_accuracy"] == report["per_class_accuracy"]
+    with pytest.raises(ConfigError, match=r"model\.pretrained: '<absent>' -> 'resnet18.pth'"):
+        train_and_evaluate(_checkpointed_config(("model.pretrained", "resnet18.pth")), workdir, say=quiet)
 
 
 def test_a_second_run_is_kept_out_of_a_busy_workdir(tmp_path):

@@ -80,6 +80,24 @@ SECTIONS = ("dataset", "model", "loss", "optimizer")
 RUN_ONLY_KEYS = ("checkpoint_every_steps", "keep_checkpoints", "progress_bar", "plots", "parallel", "num_devices",
                  "data_cache_dir", "test_every_epoch")
 
+# Keys added after release 0.1.0, with the default that computes what runs computed before the key existed. A record
+# without such a key means that default, so a run made before it (its fingerprint, its workdir, a table's finished
+# cells) is the same run after it. A new key whose default keeps the old behaviour belongs here.
+ADDED_KEYS: dict[tuple[str, str], object] = {
+    ("model", "pretrained"): "",
+    ("model", "keep_classifier"): False,
+    ("dataset", "augmentation"): "pad_crop_flip",
+}
+
+
+def _without_added_defaults(record: dict) -> dict:
+    """`record` (a config's JSON record) without the `ADDED_KEYS` that hold their default."""
+    record = {key: dict(value) if isinstance(value, dict) else value for key, value in record.items()}
+    for (section, key), default in ADDED_KEYS.items():
+        if key in record.get(section, {}) and record[section][key] == default:
+            del record[section][key]
+    return record
+
 
 def _named_keys(section: str, name: str) -> dict[str, Key]:
     return dict(NAMED_SECTIONS[section](name).keys)
@@ -240,7 +258,7 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def fingerprint(config: ml_collections.ConfigDict) -> str:
     """SHA-256 of the resolved config without the run-only keys: equal for runs that compute the same thing."""
-    record = json.loads(config.to_json_best_effort())
+    record = _without_added_defaults(json.loads(config.to_json_best_effort()))
     for key in RUN_ONLY_KEYS:
         record.pop(key, None)
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
@@ -253,7 +271,9 @@ def ensemble_fingerprint(configs) -> str:
 
 def differences(old: dict, new: dict, prefix: str = "", *, top_level: bool = True) -> list[str]:
     """`key: old -> new` lines between two config records (nested dicts, or an ensemble's `{"members": [configs]}`),
-    the run-only keys of each config left out."""
+    the run-only keys of each config left out, and an `ADDED_KEYS` key at its default the same as an absent one."""
+    if top_level and "members" not in old and "members" not in new:
+        old, new = _without_added_defaults(old), _without_added_defaults(new)
     lines = []
     for key in sorted(set(old) | set(new)):
         if top_level and key in RUN_ONLY_KEYS:
