@@ -296,3 +296,26 @@ def test_random_resized_crops_train_the_same_on_one_and_eight_devices_and_evalua
     expected = trainer.model.apply({"params": one.params["model"], "batch_stats": one.batch_stats},
                                    normalize(centred, NORMALIZATION), train=False)
     assert_close_to_scale(features, expected.features, rtol=1e-5)
+
+
+def test_the_cosine_schedule_is_pytorchs_cosine_annealing_stepped_per_epoch():
+    """Decoupling's `coslr` (ImageNet-LT, 90 epochs, lr 0.2): `CosineAnnealingLR(T_max=E, eta_min=0)`, stepped at each
+    epoch's end, gives epoch k (0-indexed) `0.2 * (1 + cos(pi k / E)) / 2`; a warm-up comes first; milestones with it
+    are an error."""
+    import math
+
+    config = digits_config(("optimizer.schedule", "cosine"), ("optimizer.lr_decay", "()"), ("optimizer.warmup", "0"),
+                           ("optimizer.learning_rate", "0.2"), ("num_epochs", "90"))
+    schedule = learning_rate_schedule(config.optimizer, num_epochs=90)
+    rates = [0.2]
+    for epoch in range(1, 90):  # the recurrence PyTorch's CosineAnnealingLR steps with, from 0.2
+        previous = rates[-1]
+        rates.append((1 + math.cos(math.pi * epoch / 90)) / (1 + math.cos(math.pi * (epoch - 1) / 90)) * previous)
+    for epoch in (0, 1, 30, 45, 89):
+        assert schedule(epoch) == pytest.approx(rates[epoch], rel=1e-9, abs=1e-12), epoch
+    warm = learning_rate_schedule(digits_config(("optimizer.schedule", "cosine"), ("optimizer.lr_decay", "()"),
+                                                ("optimizer.warmup", "5"), ("num_epochs", "100")).optimizer, 100)
+    assert [warm(e) for e in (0, 4)] == pytest.approx([0.02, 0.1]) and warm(5) == pytest.approx(0.05 * (1 + math.cos(
+        math.pi * 5 / 100)))
+    with pytest.raises(ConfigError, match=r"schedule=cosine decays without milestones: set .*lr_decay=\(\)"):
+        learning_rate_schedule(digits_config(("optimizer.schedule", "cosine")).optimizer, num_epochs=10)

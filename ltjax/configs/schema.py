@@ -49,6 +49,9 @@ OPTIMIZER_KEYS = {
     "lr_decay": Key(((0.8, 0.1), (0.9, 0.01)),
                     "(epoch, multiplier of the base rate) pairs, from that 0-indexed epoch on; epochs as fractions "
                     "of the run (< 1) or absolute"),
+    "schedule": Key("step", "the rate after the warm-up: step (lr_decay's milestones), or cosine (base * (1 + cos(pi "
+                            "e / E)) / 2 for the 0-indexed epoch e of E, PyTorch's CosineAnnealingLR stepped per "
+                            "epoch; with lr_decay=())", choices=("step", "cosine")),
 }
 
 RUN_KEYS = {
@@ -87,6 +90,7 @@ ADDED_KEYS: dict[tuple[str, str], object] = {
     ("model", "pretrained"): "",
     ("model", "keep_classifier"): False,
     ("dataset", "augmentation"): "pad_crop_flip",
+    ("optimizer", "schedule"): "step",
 }
 
 

@@ -402,6 +402,7 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
                                   + ([f"mixup (alpha {config.mixup_alpha:g})"] if config.mixup_alpha else [])
                                   ) or "none",
         "learning_rate": {"base": config.optimizer.learning_rate, "warmup_epochs": warmup,
+                          "schedule": config.optimizer.schedule,
                           "decay": [{"from_epoch": epoch, "multiplier": multiplier} for epoch, multiplier in decay]},
         "num_epochs": config.num_epochs,
         "batch_size": config.batch_size,
@@ -438,6 +439,8 @@ def format_plan(plan: dict) -> str:
             lines.append(f"start    {who}from {start['workdir']}, step {start['step']}")
     rate = plan["learning_rate"]
     decay = ", ".join(f"x{d['multiplier']:g} from epoch {d['from_epoch']}" for d in rate["decay"]) or "none"
+    if rate["schedule"] == "cosine":
+        decay = "cosine to 0 at the end"
     lines += [
         f"data     {plan['dataset']}",
         f"model    {plan['model']}; augmentation: {plan['augmentation']}",

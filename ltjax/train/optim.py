@@ -1,4 +1,4 @@
-"""SGD with the long-tail references' learning-rate recipe: linear warm-up, then step decay, by epoch.
+"""SGD with the long-tail references' learning-rate recipes: linear warm-up, then step decay or a cosine, by epoch.
 
 Warm-up length and decay milestones are epoch specs (`ltjax.schedules.epoch_of`): fractions of the run by default,
 so a shortened run keeps the recipe's shape (decay at 80% and 90% of 200 epochs is 160/180, of 20 epochs 16/18).
@@ -9,19 +9,28 @@ differ only there (a sweep, a shortened run, `--extend`) share one program and i
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import ml_collections
 import optax
 
+from ltjax.errors import ConfigError
 from ltjax.schedules import epoch_of
 
 
 def lr_milestones(
     optimizer_config: ml_collections.ConfigDict, num_epochs: int
 ) -> tuple[int, tuple[tuple[int, float], ...]]:
-    """`(warm-up epochs, ((first epoch, multiplier of the base rate), ...))` resolved for a run of `num_epochs`."""
+    """`(warm-up epochs, ((first epoch, multiplier of the base rate), ...))` resolved for a run of `num_epochs`.
+
+    Raises:
+      ConfigError: milestones with the cosine schedule, which has none.
+    """
+    if optimizer_config.schedule == "cosine" and optimizer_config.lr_decay:
+        raise ConfigError("optimizer.schedule=cosine decays without milestones: set --config.optimizer.lr_decay=() "
+                          "(or schedule=step to keep them)")
     warmup = epoch_of(optimizer_config.warmup, num_epochs, key="optimizer.warmup")
     decay = tuple(sorted(
         (epoch_of(when, num_epochs, key=f"optimizer.lr_decay[{i}]"), float(multiplier))
@@ -35,13 +44,18 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_epoc
 
     With the 1-indexed epoch `e` (as those scripts count it): `lr * e / W` while `e <= W` (W warm-up epochs), then
     `lr * multiplier` of the last milestone whose 0-indexed epoch the run has reached, else `lr`. LDAM-DRW: warm-up
-    5 of 200, decay x0.01 from 160 and x0.0001 from 180; FFDS and KPS: x0.1 and x0.01.
+    5 of 200, decay x0.01 from 160 and x0.0001 from 180; FFDS and KPS: x0.1 and x0.01. With `schedule=cosine`,
+    after the warm-up, `lr * (1 + cos(pi * epoch / num_epochs)) / 2` for the 0-indexed epoch: PyTorch's
+    `CosineAnnealingLR(T_max=num_epochs, eta_min=0)` stepped once per epoch (Decoupling's and DisAlign's recipes).
     """
     base = float(optimizer_config.learning_rate)
     warmup, decay = lr_milestones(optimizer_config, num_epochs)
+    cosine = optimizer_config.schedule == "cosine"
 
     def schedule(epoch: int) -> float:
         rate = base * (epoch + 1) / warmup if epoch < warmup else base
+        if cosine and epoch >= warmup:
+            return base * (1 + math.cos(math.pi * epoch / num_epochs)) / 2
         for first_epoch, multiplier in decay:
             if epoch >= first_epoch:
                 rate = base * multiplier
