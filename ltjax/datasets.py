@@ -4,9 +4,12 @@
     --config.dataset.name=cifar10         # tensorflow-datasets, prepared ArrayRecord data (see ltjax.data.cifar)
     --config.dataset.name=cifar100
     --config.dataset.name=tiny_imagenet   # the official tiny-imagenet-200 folder (--config.dataset.data_dir)
+    --config.dataset.name=imagenet_lt     # the official split files over an image folder (data_dir, split_dir)
+    --config.dataset.name=places_lt
 
 Augmentation follows each reference recipe and runs on the device, inside the train step: none for digits (flipping a
-digit changes it), pad-4 crop + flip for CIFAR, pad-8 crop + flip at 64 px for Tiny ImageNet from scratch.
+digit changes it), pad-4 crop + flip for CIFAR, pad-8 crop + flip at 64 px for Tiny ImageNet from scratch,
+random-resized 224-px crops + flip for the 224-px recipes (ImageNet-LT, Places-LT, pretrained Tiny ImageNet).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ltjax._extras import require_train_extra
 require_train_extra(__name__)
 
 import dataclasses
+import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +29,7 @@ from ltjax.data import augment, samplers
 from ltjax.data.digits import load_digits_lt
 from ltjax.data.prepare import prepare_split
 from ltjax.data.source import ImageSource
+from ltjax.data.split_files import NUM_CLASSES, load_split
 from ltjax.data.splits import SplitManifest
 from ltjax.data.tiny_imagenet import load_tiny_imagenet
 from ltjax.keys import SEED_MAX, ConfigError, Key, nearest, number
@@ -76,6 +81,9 @@ class TrainingData:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
+        """The shape of a training image as the steps receive it: the cache's square, or the first image's."""
+        if self.image_size is not None:
+            return (self.image_size, self.image_size, 3)
         return tuple(self.train[0][0].shape)
 
     def prepared(self, *, dataset: str, cache_dir: str | None) -> TrainingData:
@@ -152,10 +160,13 @@ def _cifar(name: str) -> Callable[[ml_collections.ConfigDict], TrainingData]:
     return load
 
 
-def file_manifest(source, *, dataset: str, split: str, parameters: Mapping[str, Any]) -> SplitManifest:
-    """The manifest of a file source: its images identified by file name, class by class."""
+def file_manifest(source, *, dataset: str, split: str, parameters: Mapping[str, Any],
+                  root: pathlib.Path | str | None = None) -> SplitManifest:
+    """The manifest of a file source: its images identified by file name (by their path under `root`, where names
+    repeat across class folders, as Places-LT's do), class by class."""
+    image_ids = [path.name if root is None else path.relative_to(root).as_posix() for path in source.paths]
     return SplitManifest.from_indices(
-        dataset=dataset, split=split, labels=source.labels, image_ids=[path.name for path in source.paths],
+        dataset=dataset, split=split, labels=source.labels, image_ids=image_ids,
         indices=np.argsort(source.labels, kind="stable"), num_classes=source.num_classes,
         class_names=source.class_names, parameters=parameters,
     )
@@ -195,6 +206,52 @@ def _tiny_imagenet(config: ml_collections.ConfigDict) -> TrainingData:
     )
 
 
+_SPLIT_FILE_NAMES = {"imagenet_lt": "ImageNet_LT", "places_lt": "Places_LT"}
+_CROP_SIDE, _CACHE_SIDE = 224, 256
+
+
+def _split_file_dataset(name: str) -> Callable[[ml_collections.ConfigDict], TrainingData]:
+    """ImageNet-LT or Places-LT from the official split files (`ltjax.data.split_files`, SHA-256 verified) over the
+    image folder their paths start from: train, the official 20-per-class val split when `validation`, test."""
+
+    def load(config: ml_collections.ConfigDict) -> TrainingData:
+        if not config.data_dir:
+            raise ConfigError(f"dataset {name} needs --config.dataset.data_dir=<the folder the paths of "
+                              f"{_SPLIT_FILE_NAMES[name]}_train.txt start from>")
+        split_dir = pathlib.Path(config.split_dir or config.data_dir)
+
+        def split(which: str) -> ImageSource:
+            return load_split(name, which, split_dir / f"{_SPLIT_FILE_NAMES[name]}_{which}.txt", config.data_dir)
+
+        splits = {"train": split("train"), "test": split("test"), **({"validation": split("val")}
+                                                                      if config.validation else {})}
+        parameters = {"cache_size": config.cache_size, "image_size": config.image_size}
+        manifests = {which: file_manifest(source, dataset=name, split=which, parameters=parameters,
+                                          root=config.data_dir) for which, source in splits.items()}
+        return TrainingData(
+            splits["train"], splits.get("validation"), splits["test"], manifests, crop_padding=None,
+            normalization=augment.IMAGENET_NORMALIZATION, image_size=config.cache_size, crop_size=config.image_size,
+            eval_resize=config.cache_size,
+        )
+
+    return load
+
+
+def _split_file_keys(name: str) -> dict[str, Key]:
+    files = _SPLIT_FILE_NAMES[name]
+    return {
+        "data_dir": Key("", f"the folder the paths of the official {files}_*.txt split files start from"),
+        "split_dir": Key("", f"the folder holding {files}_train.txt, _val.txt and _test.txt (empty: data_dir)"),
+        "validation": Key(True, "evaluate the official validation split (20 images per class) every epoch"),
+        "image_size": Key(_CROP_SIDE, "side of the random-resized training crops and of evaluation's centre crop"),
+        "cache_size": Key(_CACHE_SIDE, "images are cached resized (shorter side) and centre-cropped to this side; "
+                                       "training crops come from that square, evaluation centre-crops it "
+                                       "(torchvision's Resize(256) + CenterCrop(224))"),
+        "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
+        "drop_remainder": Key(False, "drop each epoch's last partial batch"),
+    }
+
+
 _CIFAR_DIR_HELP = "tfds data_dir holding the prepared data (empty: tfds's default, $TFDS_DATA_DIR)"
 
 DATASETS: dict[str, Dataset] = {
@@ -219,6 +276,12 @@ DATASETS: dict[str, Dataset] = {
                                                       "224-px fine-tuning recipes)",
                                      choices=("pad_crop_flip", "random_resized_crop"))},
                 _tiny_imagenet, "resnet18"),
+        Dataset("imagenet_lt", f"ImageNet-LT (Liu et al., CVPR 2019): {NUM_CLASSES['imagenet_lt']} classes from the "
+                               "official split files", _split_file_keys("imagenet_lt"), _split_file_dataset(
+                                   "imagenet_lt"), "resnext50_32x4d"),
+        Dataset("places_lt", f"Places-LT (Liu et al., CVPR 2019): {NUM_CLASSES['places_lt']} classes from the official "
+                             "split files", _split_file_keys("places_lt"), _split_file_dataset("places_lt"),
+                "resnet152"),
     )
 }
 

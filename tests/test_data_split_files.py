@@ -176,3 +176,28 @@ def test_missing_split_file_or_image_root(tmp_path):
     split_file = _write_split(tmp_path / "split.txt", ["val/a.jpg 0"])
     with pytest.raises(FileNotFoundError, match="image root .*no_images does not exist"):
         load_split("places_lt", "test", split_file, tmp_path / "no_images", verify=False)
+
+
+def test_places_lt_and_imagenet_lt_are_config_datasets_of_the_official_files(splits_dir, tmp_path):
+    """`--config.dataset.name=places_lt`: the official train/val/test files over an image folder (images are read when
+    the splits are prepared), cached at 256 and cropped to 224 on the device; ImageNet-LT names a missing file."""
+    from runs import digits_config
+
+    from ltjax import datasets
+
+    def loaded(name):
+        config = digits_config(("dataset.name", name), ("dataset.data_dir", str(tmp_path)),
+                               ("dataset.split_dir", str(splits_dir)))
+        return datasets.get(name).load(config.dataset)
+
+    places = loaded("places_lt")
+    counts = places.class_counts
+    assert (len(counts), int(counts.sum()), int(counts.max()), int(counts.min())) == (365, 62_500, 4_980, 5)
+    assert (len(places.validation.labels), len(places.test.labels)) == (365 * 20, 365 * 100)
+    assert (places.crop_size, places.eval_resize, places.image_shape) == (224, 256, (256, 256, 3))
+    assert places.normalization.mean == (0.485, 0.456, 0.406)
+    ids = [image_id for class_ids in places.manifests["train"].image_ids for image_id in class_ids]
+    assert len(set(ids)) == len(ids) == 62_500  # file names repeat across classes: ids are paths
+    assert datasets.get("places_lt").model == "resnet152" and datasets.get("imagenet_lt").model == "resnext50_32x4d"
+    with pytest.raises(FileNotFoundError, match="ImageNet_LT_train.txt"):
+        loaded("imagenet_lt")

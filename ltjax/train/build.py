@@ -368,6 +368,11 @@ def _epoch_inputs(objective, learning_rate: Callable[[int], float], epoch: int) 
                        np.float32(learning_rate(epoch)))
 
 
+def _imbalance(config: ml_collections.ConfigDict, data: DataSpec) -> float:
+    """The config's imbalance factor, or (a dataset fixed by its split files) the training counts' ratio."""
+    return config.dataset.get("imbalance_factor") or float(np.max(data.class_counts) / np.min(data.class_counts))
+
+
 def _network_words(objective) -> str:
     """" split as the bilateral network, with reversed partners" for a method that changes the network or the data."""
     network, options = objective.network()
@@ -390,7 +395,7 @@ def _plan(configs, objectives: list, name: str, head: str, data: DataSpec, devic
                                  "finished"}} if objective.method.second_stage else {})}
             for member, objective in zip(configs, objectives)
         ],
-        "dataset": f"{config.dataset.name} (imbalance {config.dataset.imbalance_factor:g}, "
+        "dataset": f"{config.dataset.name} (imbalance {_imbalance(config, data):g}, "
                    f"{objectives[0].num_classes} classes, {int(np.sum(data.class_counts))} training images)",
         "model": f"{name}{_network_words(objectives[0])}, {head} head, {config.model.dtype}"
                  + (f", from {config.model.pretrained}" + (" (its classifier too)" if config.model.keep_classifier

@@ -45,9 +45,11 @@ class WorkdirBusyError(UserError, RuntimeError):
 
 
 def default_name(config: ml_collections.ConfigDict) -> str:
-    """`<method>-<dataset>-if<IF>-seed<seed>-<config hash>`: runs that compute different things never share it."""
-    return (f"{config.loss.name}-{config.dataset.name}-if{config.dataset.imbalance_factor:g}-seed{config.seed}-"
-            f"{schema.fingerprint(config)[:8]}")
+    """`<method>-<dataset>-if<IF>-seed<seed>-<config hash>` (no `-if` for a dataset fixed by its split files): runs
+    that compute different things never share it."""
+    factor = config.dataset.get("imbalance_factor")  # a split-file dataset's is its files'
+    imbalance = "" if factor is None else f"-if{factor:g}"
+    return f"{config.loss.name}-{config.dataset.name}{imbalance}-seed{config.seed}-{schema.fingerprint(config)[:8]}"
 
 
 def _versions() -> dict[str, str]:
