@@ -173,7 +173,10 @@ def test_batch_size_must_divide_by_the_device_count():
 
 # --- every recipe file resolves to a program whose phases fit its run ------------------------------------------
 
-RECIPES = sorted(path.stem for path in CONFIGS.glob("*.py"))
+# The recipes of the long-tailed CIFAR and Tiny ImageNet splits (`<dataset>-if<factor>` arguments); the large-scale
+# recipes name their own arguments (`ARGUMENTS` in the file) and are checked below.
+LARGE_SCALE = ("decoupling",)
+RECIPES = sorted(path.stem for path in CONFIGS.glob("*.py") if path.stem not in LARGE_SCALE)
 ARGUMENTS = ("cifar10-if100", "cifar10-if10", "cifar100-if50", "tiny_imagenet-if100")
 
 
@@ -189,6 +192,24 @@ def test_every_recipe_resolves_and_binds_for_every_dataset(recipe):
         starts = [phase["first_epoch"] for phase in trainer.plan["members"][0]["phases"]]
         reference = {"ldam_drw": [0, 160], "ffds": [0, 130], "ib": [0, 100], "kps": [0, 120], "swrm": [0, 140]}
         assert starts == reference.get(recipe, [0]), (recipe, argument)
+
+
+def test_the_imagenet_lt_recipe_is_decouplings_and_builds_its_program():
+    """Decoupling's feat_uniform.yaml: ResNeXt-50 from scratch, 90 epochs of 512 at lr 0.2 annealed by a cosine
+    stepped at each epoch's start, weight decay 5e-4; random-resized 224-px crops of the 256-px cache."""
+    import math
+
+    config = schema.resolve(files.load_config_file(f"{CONFIGS / 'decoupling'}.py:imagenet_lt"))
+    assert (config.model.name, config.num_epochs, config.batch_size, config.optimizer.weight_decay,
+            config.dataset.image_size, config.dataset.cache_size) == ("resnext50_32x4d", 90, 512, 5e-4, 224, 256)
+    counts = np.round(1280 * (5 / 1280) ** (np.arange(1000) / 999)).astype(int)  # ImageNet-LT's 1280 down to 5
+    spec = DataSpec(counts, (256, 256, 3), NORMALIZATION, steps_per_epoch=227, crop_size=224, eval_resize=256)
+    trainer = build(config, spec, devices=jax.devices())
+    assert trainer.plan["learning_rate"]["schedule"] == "cosine_stepped_at_start"
+    assert trainer.epoch_inputs(0).learning_rate == pytest.approx(0.1 * (1 + math.cos(math.pi / 90)))
+    assert float(trainer.epoch_inputs(89).learning_rate) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="Decoupling's imagenet_lt stage"):
+        files.load_config_file(f"{CONFIGS / 'decoupling'}.py:cifar10-if100")
 
 
 # --- runs of the real loop ------------------------------------------------------------------------------------
@@ -319,3 +340,9 @@ def test_the_cosine_schedule_is_pytorchs_cosine_annealing_stepped_per_epoch():
         math.pi * 5 / 100)))
     with pytest.raises(ConfigError, match=r"schedule=cosine decays without milestones: set .*lr_decay=\(\)"):
         learning_rate_schedule(digits_config(("optimizer.schedule", "cosine")).optimizer, num_epochs=10)
+    # The OLTR-derived scripts step the scheduler at each epoch's start: one step ahead, the last epoch at 0.
+    at_start = learning_rate_schedule(digits_config(
+        ("optimizer.schedule", "cosine_stepped_at_start"), ("optimizer.lr_decay", "()"), ("optimizer.warmup", "0"),
+        ("optimizer.learning_rate", "0.2"), ("num_epochs", "90")).optimizer, 90)
+    assert [at_start(e) for e in (0, 44, 88)] == pytest.approx(rates[1:90:44], rel=1e-9)
+    assert at_start(89) == pytest.approx(0.0, abs=1e-12)

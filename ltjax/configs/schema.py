@@ -49,9 +49,11 @@ OPTIMIZER_KEYS = {
     "lr_decay": Key(((0.8, 0.1), (0.9, 0.01)),
                     "(epoch, multiplier of the base rate) pairs, from that 0-indexed epoch on; epochs as fractions "
                     "of the run (< 1) or absolute"),
-    "schedule": Key("step", "the rate after the warm-up: step (lr_decay's milestones), or cosine (base * (1 + cos(pi "
-                            "e / E)) / 2 for the 0-indexed epoch e of E, PyTorch's CosineAnnealingLR stepped per "
-                            "epoch; with lr_decay=())", choices=("step", "cosine")),
+    "schedule": Key("step", "the rate after the warm-up: step (lr_decay's milestones); cosine, lr (1 + cos(pi e / E)) "
+                            "/ 2 for the 0-indexed epoch e of E (PyTorch's CosineAnnealingLR stepped at each epoch's "
+                            "end: DisAlign, FFDS); cosine_stepped_at_start, the same at e + 1 (stepped at each "
+                            "epoch's start: the OLTR, Decoupling and TDE scripts; the last epoch runs at 0); both "
+                            "with lr_decay=()", choices=("step", "cosine", "cosine_stepped_at_start")),
 }
 
 RUN_KEYS = {

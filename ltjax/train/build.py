@@ -444,8 +444,8 @@ def format_plan(plan: dict) -> str:
             lines.append(f"start    {who}from {start['workdir']}, step {start['step']}")
     rate = plan["learning_rate"]
     decay = ", ".join(f"x{d['multiplier']:g} from epoch {d['from_epoch']}" for d in rate["decay"]) or "none"
-    if rate["schedule"] == "cosine":
-        decay = "cosine to 0 at the end"
+    if rate["schedule"] != "step":
+        decay = rate["schedule"].replace("_", " ") + " to 0 at the end"
     lines += [
         f"data     {plan['dataset']}",
         f"model    {plan['model']}; augmentation: {plan['augmentation']}",

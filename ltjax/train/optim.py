@@ -28,9 +28,9 @@ def lr_milestones(
     Raises:
       ConfigError: milestones with the cosine schedule, which has none.
     """
-    if optimizer_config.schedule == "cosine" and optimizer_config.lr_decay:
-        raise ConfigError("optimizer.schedule=cosine decays without milestones: set --config.optimizer.lr_decay=() "
-                          "(or schedule=step to keep them)")
+    if optimizer_config.schedule != "step" and optimizer_config.lr_decay:
+        raise ConfigError(f"optimizer.schedule={optimizer_config.schedule} decays without milestones: set "
+                          "--config.optimizer.lr_decay=() (or schedule=step to keep them)")
     warmup = epoch_of(optimizer_config.warmup, num_epochs, key="optimizer.warmup")
     decay = tuple(sorted(
         (epoch_of(when, num_epochs, key=f"optimizer.lr_decay[{i}]"), float(multiplier))
@@ -46,16 +46,19 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_epoc
     `lr * multiplier` of the last milestone whose 0-indexed epoch the run has reached, else `lr`. LDAM-DRW: warm-up
     5 of 200, decay x0.01 from 160 and x0.0001 from 180; FFDS and KPS: x0.1 and x0.01. With `schedule=cosine`,
     after the warm-up, `lr * (1 + cos(pi * epoch / num_epochs)) / 2` for the 0-indexed epoch: PyTorch's
-    `CosineAnnealingLR(T_max=num_epochs, eta_min=0)` stepped once per epoch (Decoupling's and DisAlign's recipes).
+    `CosineAnnealingLR(T_max=num_epochs, eta_min=0)` stepped at each epoch's end (DisAlign's and FFDS's scripts);
+    `schedule=cosine_stepped_at_start` takes `epoch + 1`, the same scheduler stepped at each epoch's start (the OLTR,
+    Decoupling and TDE scripts, whose first epoch already runs at the once-stepped rate and last at 0).
     """
     base = float(optimizer_config.learning_rate)
     warmup, decay = lr_milestones(optimizer_config, num_epochs)
-    cosine = optimizer_config.schedule == "cosine"
+    cosine = optimizer_config.schedule != "step"
+    offset = 1 if optimizer_config.schedule == "cosine_stepped_at_start" else 0
 
     def schedule(epoch: int) -> float:
         rate = base * (epoch + 1) / warmup if epoch < warmup else base
         if cosine and epoch >= warmup:
-            return base * (1 + math.cos(math.pi * epoch / num_epochs)) / 2
+            return base * (1 + math.cos(math.pi * (epoch + offset) / num_epochs)) / 2
         for first_epoch, multiplier in decay:
             if epoch >= first_epoch:
                 rate = base * multiplier
