@@ -65,6 +65,15 @@ def shared_data() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def splits_dir(shared_data) -> pathlib.Path:
+    """The official ImageNet-LT, Places-LT and iNaturalist-2018 split files in `../shared/data/splits`."""
+    splits = shared_data / "splits"
+    if not splits.is_dir():
+        pytest.skip(f"official split files folder {splits} is absent")
+    return splits
+
+
+@pytest.fixture(scope="session")
 def trained_once(tmp_path_factory) -> Callable[[str, Callable[[pathlib.Path], object]], pathlib.Path]:
     """`trained_once(name, train) -> workdir`: a run several tests read, trained by `train(workdir)` once per pytest
     session, by whichever xdist worker asks first (the others wait for it, then read the same folder). Tests only

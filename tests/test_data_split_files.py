@@ -14,14 +14,6 @@ OFFICIAL_ON_DISK = [key for key, official in OFFICIAL_SPLIT_FILES.items() if off
 
 
 @pytest.fixture(scope="module")
-def splits_dir(shared_data) -> pathlib.Path:
-    splits = shared_data / "splits"
-    if not splits.is_dir():
-        pytest.skip(f"official split files folder {splits} is absent")
-    return splits
-
-
-@pytest.fixture(scope="module")
 def official(splits_dir, tmp_path_factory):
     """Loads an official split once per module; the image root is an empty folder (paths are only built)."""
     image_root = tmp_path_factory.mktemp("image_root")

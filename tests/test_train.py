@@ -208,8 +208,25 @@ def test_the_imagenet_lt_recipe_is_decouplings_and_builds_its_program():
     assert trainer.plan["learning_rate"]["schedule"] == "cosine_stepped_at_start"
     assert trainer.epoch_inputs(0).learning_rate == pytest.approx(0.1 * (1 + math.cos(math.pi / 90)))
     assert float(trainer.epoch_inputs(89).learning_rate) == pytest.approx(0.0, abs=1e-9)
-    with pytest.raises(ValueError, match="Decoupling's imagenet_lt stage"):
+    with pytest.raises(ValueError, match="this recipe's stages are imagenet_lt, places_lt"):
         files.load_config_file(f"{CONFIGS / 'decoupling'}.py:cifar10-if100")
+
+
+def test_the_places_lt_recipe_is_oltrs_stage_one_from_torchvision_weights(splits_dir, tmp_path):
+    """OLTR's config/Places_LT/stage_1.py: a pretrained ResNet-152, the classifier at 0.1 and the backbone at 0.001,
+    x0.1 from the 0-indexed epochs 9 and 19 of 30; its plan prints from the official split files alone."""
+    config = schema.apply_overrides(files.load_config_file(f"{CONFIGS / 'decoupling'}.py:places_lt"), [
+        ("dataset.data_dir", str(tmp_path)), ("dataset.split_dir", str(splits_dir))])[0]
+    assert (config.model.name, config.model.pretrained, config.optimizer.backbone_lr_factor) == (
+        "resnet152", "resnet152-394f9c45.pth", 0.01)
+    from ltjax import datasets
+
+    data = datasets.get("places_lt").load(config.dataset)
+    trainer = build(config, DataSpec.of(data, steps_per_epoch=489), devices=jax.devices())
+    assert [float(trainer.epoch_inputs(e).learning_rate) for e in (0, 8, 9, 19, 29)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.001, 0.001])
+    assert "resnet152, linear head, float32, from resnet152-394f9c45.pth" in trainer.plan["model"]
+    assert trainer.plan["dataset"].startswith("places_lt (imbalance 996, 365 classes, 62500 training images)")
 
 
 # --- runs of the real loop ------------------------------------------------------------------------------------
@@ -346,3 +363,34 @@ def test_the_cosine_schedule_is_pytorchs_cosine_annealing_stepped_per_epoch():
         ("optimizer.learning_rate", "0.2"), ("num_epochs", "90")).optimizer, 90)
     assert [at_start(e) for e in (0, 44, 88)] == pytest.approx(rates[1:90:44], rel=1e-9)
     assert at_start(89) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_backbone_learning_rate_factor_steps_the_classifier_at_the_rate_and_the_rest_at_its_fraction():
+    """OLTR's Places-LT stage 1 trains the backbone at 0.001 under a classifier at 0.1: with momentum and weight decay
+    per parameter, each group's step is PyTorch's SGD at its own rate."""
+    import optax
+
+    from ltjax.train.optim import make_optimizer
+
+    config = digits_config(("optimizer.backbone_lr_factor", "0.01"), ("optimizer.momentum", "0.9"),
+                           ("optimizer.weight_decay", "0.0005")).optimizer
+    params = {"model": {"stem_conv": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones(3)},
+                        "expert1_head": {"kernel": jnp.ones(2)}}, "loss": {"coordinates": jnp.ones(2)}}
+    grads = jax.tree.map(lambda p: 0.5 * p, params)
+    optimizer = make_optimizer(config)
+    state = optimizer.init(params)
+    for _ in range(2):  # the second step carries momentum
+        updates, state = optimizer.update(grads, state, params, learning_rate=0.1)
+        params = optax.apply_updates(params, updates)
+    # PyTorch's SGD on one parameter from 1 with the gradient 0.5 both steps: buf = g + wd p, then 0.9 buf + g + wd p'.
+    def torch_sgd(rate):
+        p, buffer = 1.0, None
+        for _ in range(2):
+            g = 0.5 + 0.0005 * p
+            buffer = g if buffer is None else 0.9 * buffer + g
+            p -= rate * buffer
+        return p
+
+    np.testing.assert_allclose(params["model"]["stem_conv"]["kernel"], torch_sgd(0.001), rtol=1e-6)
+    for classifier in (params["model"]["head"], params["model"]["expert1_head"], params["loss"]):
+        np.testing.assert_allclose(jax.tree.leaves(classifier)[0], torch_sgd(0.1), rtol=1e-6)

@@ -49,6 +49,9 @@ OPTIMIZER_KEYS = {
     "lr_decay": Key(((0.8, 0.1), (0.9, 0.01)),
                     "(epoch, multiplier of the base rate) pairs, from that 0-indexed epoch on; epochs as fractions "
                     "of the run (< 1) or absolute"),
+    "backbone_lr_factor": number(1.0, "multiplier of the learning rate of every parameter but the classifier head's "
+                                      "(OLTR's Places-LT stage 1: 0.01, the backbone at 0.001 under a classifier at "
+                                      "0.1)", minimum=0.0),
     "schedule": Key("step", "the rate after the warm-up: step (lr_decay's milestones); cosine, lr (1 + cos(pi e / E)) "
                             "/ 2 for the 0-indexed epoch e of E (PyTorch's CosineAnnealingLR stepped at each epoch's "
                             "end: DisAlign, FFDS); cosine_stepped_at_start, the same at e + 1 (stepped at each "
@@ -93,6 +96,7 @@ ADDED_KEYS: dict[tuple[str, str], object] = {
     ("model", "keep_classifier"): False,
     ("dataset", "augmentation"): "pad_crop_flip",
     ("optimizer", "schedule"): "step",
+    ("optimizer", "backbone_lr_factor"): 1.0,
 }
 
 

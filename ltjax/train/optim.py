@@ -15,6 +15,7 @@ from collections.abc import Callable
 import jax
 import ml_collections
 import optax
+from flax import traverse_util
 
 from ltjax.errors import ConfigError
 from ltjax.schedules import epoch_of
@@ -79,9 +80,32 @@ def _step_at_learning_rate() -> optax.GradientTransformationExtraArgs:
 
 def make_optimizer(optimizer_config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
     """PyTorch's `SGD(momentum, weight_decay, nesterov)`: L2 added to the gradient, then heavy-ball momentum, then a
-    step of the rate given to `update(..., learning_rate=rate)` (what `optax.sgd` does with a fixed rate)."""
-    return optax.chain(
-        optax.add_decayed_weights(optimizer_config.weight_decay),
-        optax.trace(decay=optimizer_config.momentum, nesterov=optimizer_config.nesterov),
-        _step_at_learning_rate(),
-    )
+    step of the rate given to `update(..., learning_rate=rate)` (what `optax.sgd` does with a fixed rate).
+
+    With `backbone_lr_factor` other than 1, two parameter groups as PyTorch's: the classifier heads (every model
+    submodule named `head` or `*_head`) and the method's own parameters at the rate, the rest at the rate times the
+    factor (scaling the step is scaling the group's rate, since momentum and decay are per parameter).
+    """
+
+    def sgd(factor: float = 1.0):
+        return optax.chain(
+            optax.add_decayed_weights(optimizer_config.weight_decay),
+            optax.trace(decay=optimizer_config.momentum, nesterov=optimizer_config.nesterov),
+            *([optax.scale(factor)] if factor != 1.0 else []),
+            _step_at_learning_rate(),
+        )
+
+    factor = float(optimizer_config.backbone_lr_factor)
+    if factor == 1.0:
+        return sgd()
+    return optax.multi_transform({"classifier": sgd(), "backbone": sgd(factor)}, _parameter_groups)
+
+
+def _parameter_groups(params) -> dict:
+    """"backbone" for the model's parameters outside its classifier heads, "classifier" for the others."""
+
+    def group(path, _) -> str:
+        in_backbone = path[0] == "model" and not (path[1] == "head" or path[1].endswith("_head"))
+        return "backbone" if in_backbone else "classifier"
+
+    return traverse_util.path_aware_map(group, params)
