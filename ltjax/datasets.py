@@ -122,6 +122,14 @@ class Dataset:
     model: str
 
 
+# How every dataset's training split is ordered and batched.
+_ORDER_KEYS = {
+    "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
+    "drop_remainder": Key(False, "drop each epoch's last partial batch (the reference scripts train on it: kept, "
+                                 "padded to the batch and masked)"),
+}
+
+
 def _common_keys(imbalance_factor: float, *, data_dir_help: str | None = None) -> dict[str, Key]:
     keys = {
         "imbalance_factor": number(imbalance_factor, "n_max / n_min of the long-tailed train split", minimum=1),
@@ -129,9 +137,7 @@ def _common_keys(imbalance_factor: float, *, data_dir_help: str | None = None) -
                                     minimum=0),
         "seed": Key(0, "seed of the long-tailed draw (the reference repositories' rand_number)", minimum=0,
                     maximum=SEED_MAX),
-        "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
-        "drop_remainder": Key(False, "drop each epoch's last partial batch (the reference scripts train on it: kept, "
-                                     "padded to the batch and masked)"),
+        **_ORDER_KEYS,
     }
     if data_dir_help:
         keys["data_dir"] = Key("", data_dir_help)
@@ -247,8 +253,7 @@ def _split_file_keys(name: str) -> dict[str, Key]:
         "cache_size": Key(_CACHE_SIDE, "images are cached resized (shorter side) and centre-cropped to this side; "
                                        "training crops come from that square, evaluation centre-crops it "
                                        "(torchvision's Resize(256) + CenterCrop(224))"),
-        "sampler": Key("instance", "training order: instance-uniform or a re-balancing sampler", choices=SAMPLERS),
-        "drop_remainder": Key(False, "drop each epoch's last partial batch"),
+        **_ORDER_KEYS,
     }
 
 

@@ -64,13 +64,17 @@ def shared_data() -> pathlib.Path:
     return SHARED_DATA
 
 
+def _shared_folder(folder: pathlib.Path, what: str) -> pathlib.Path:
+    """`folder` of the real data, or a skip that names it where this copy of the data lacks it."""
+    if not folder.is_dir():
+        pytest.skip(f"{what} {folder} is absent")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def splits_dir(shared_data) -> pathlib.Path:
     """The official ImageNet-LT, Places-LT and iNaturalist-2018 split files in `../shared/data/splits`."""
-    splits = shared_data / "splits"
-    if not splits.is_dir():
-        pytest.skip(f"official split files folder {splits} is absent")
-    return splits
+    return _shared_folder(shared_data / "splits", "official split files folder")
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +119,4 @@ def ce_run(trained_once) -> tuple[pathlib.Path, dict]:
 @pytest.fixture(scope="session")
 def tiny_imagenet_root(shared_data) -> pathlib.Path:
     """The real `tiny-imagenet-200` copy (official layout, IF-100 training subset, complete val folder)."""
-    root = shared_data / "tiny-imagenet-200"
-    if not root.is_dir():
-        pytest.skip(f"Tiny ImageNet copy {root} is absent")
-    return root
+    return _shared_folder(shared_data / "tiny-imagenet-200", "Tiny ImageNet copy")

@@ -555,7 +555,8 @@ def test_a_run_starts_from_the_checkpoint_and_records_its_sha256(resnet18_checkp
     assert f"from {path}" in json.loads((tmp_path / "plan.json").read_text())["model"]
 
 
-def test_the_pretrained_tiny_imagenet_recipe_trains_a_step_on_the_real_data(resnet18_checkpoint, shared_data):
+def test_the_pretrained_tiny_imagenet_recipe_trains_a_step_on_the_real_data(resnet18_checkpoint,
+                                                                            tiny_imagenet_root):
     """FFDS's Tiny-ImageNet-LT row: the recipe's plan (224-px random-resized crops of the 64-px images, ResNet-18
     with torchvision's stem) trains one step of 8 real training images from a converted random-init checkpoint."""
     from ltjax import datasets
@@ -563,9 +564,7 @@ def test_the_pretrained_tiny_imagenet_recipe_trains_a_step_on_the_real_data(resn
     from ltjax.train.build import DataSpec, build
     from ltjax.train.stages import start_from_pretrained
 
-    root = shared_data / "tiny-imagenet-200"
-    if not root.is_dir():
-        pytest.skip(f"Tiny ImageNet copy {root} is absent")
+    root = tiny_imagenet_root
     path, _, source, _ = resnet18_checkpoint
     recipe = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / "ffds.py"
     written = files.load_config_file(f"{recipe}:tiny_imagenet-if100-pretrained")

@@ -284,6 +284,12 @@ class Method:
                 raise ValueError(f"method {self.name}: network option {option!r} must be one of its static keys (a "
                                  "network attribute shapes the compiled program)")
 
+    def network_of(self, keys: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """`(name, attributes)` of the network this method trains with its keys `keys` ("plain", {} for none)."""
+        if self.network is None:
+            return "plain", {}
+        return self.network.name, {option: keys[option] for option in self.network.options}
+
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
@@ -317,10 +323,7 @@ class Objective:
 
     def network(self) -> tuple[str, dict[str, Any]]:
         """`(name, attributes)` of the network this method trains (`ltjax.models.create_model`'s `network`)."""
-        network = self.method.network
-        if network is None:
-            return "plain", {}
-        return network.name, {option: self.hp[option] for option in network.options}
+        return self.method.network_of(self.hp)
 
     def loss(self, outputs, labels, phase, state, params, mask=None, keys=None,
              axis_name: str | None = None, epoch=None, partner=None) -> tuple[jax.Array, jax.Array]:

@@ -76,11 +76,11 @@ def _shared(config: ml_collections.ConfigDict) -> str:
     and its partner sampler among it), and a second stage's trainable parameters."""
     record = json.loads(schema.to_json(config))
     method = methods.get(config.loss.name)
-    network = None if method.network is None else [method.network.name, {option: record["loss"][option]
-                                                                         for option in method.network.options}]
+    network = method.network_of(record["loss"])
     return json.dumps({key: record[key] for key in SHARED_KEYS} | {"head": _head(config),
                                                                     "stage": repr(method.second_stage)}
-                      | ({"network": network, "partners": method.partners} if network else {}), sort_keys=True)
+                      | ({"network": network, "partners": method.partners} if method.network else {}),
+                      sort_keys=True)
 
 
 def plan_groups(table: Table, root: pathlib.Path, max_members: int) -> list[Group]:

@@ -15,6 +15,7 @@ import pathlib
 from collections.abc import Callable
 
 import jax
+import ml_collections
 import numpy as np
 from flax import traverse_util
 
@@ -99,6 +100,23 @@ def _merged(own: dict, loaded: dict, fresh: tuple[str, ...], init_from: str) -> 
                                          for path in own_flat}, sep="/")
 
 
+def _start_members(state: TrainState, trainer: Trainer,
+                   start: Callable[[int | None, ml_collections.ConfigDict], Callable[[TrainState], TrainState] | None]
+                   ) -> TrainState:
+    """`state` with each member's own state (a single run's: member None) replaced by what `start(member, config)`
+    returns for it, a function of that state (None: the member starts as it is), its optimizer state made anew."""
+    for member in [None] if trainer.members is None else range(trainer.members):
+        replace = start(member, trainer.configs[member or 0])
+        if replace is None:
+            continue
+        own = state if member is None else jax.tree.map(lambda leaf, m=member: leaf[m], state)
+        loaded = replace(own)
+        loaded = loaded.replace(opt_state=trainer.optimizer.init(loaded.params))
+        state = loaded if member is None else jax.tree.map(
+            lambda all_, one, m=member: all_.at[m].set(one), state, loaded)
+    return state
+
+
 def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable[[str], None]) -> TrainState:
     """The fresh `state` of a run whose methods are second stages, with each member's first-stage model loaded.
 
@@ -107,12 +125,11 @@ def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable
         keeps (LWS needs a linear head).
       CheckpointError: the first stage has no good checkpoint.
     """
-    members = [None] if trainer.members is None else list(range(trainer.members))
-    for member in members:
-        config = trainer.configs[member or 0]
+
+    def start(member: int | None, config: ml_collections.ConfigDict):
         init_from = config.loss.get("init_from", "")
         if not init_from:
-            continue
+            return None
         fresh = trainer.method_of(member).second_stage.fresh
         workdir, source_member = _source(init_from)
         init_step = config.loss.get("init_step", 0)
@@ -121,15 +138,16 @@ def start_from_first_stage(state: TrainState, trainer: Trainer, *, say: Callable
             _check_finished(first, init_from)
         _check_compatible(first, config, init_from)
         _check_finite(first, init_from)
-        own = state if member is None else jax.tree.map(lambda leaf, m=member: leaf[m], state)
-        params = {**own.params, "model": _merged(jax.device_get(own.params["model"]),
-                                                 jax.device_get(first.state.params["model"]), fresh, init_from)}
-        loaded = own.replace(params=params, batch_stats=jax.device_get(first.state.batch_stats))
-        loaded = loaded.replace(opt_state=trainer.optimizer.init(loaded.params))
         say(f"{config.loss.name}: starting from the first stage in {init_from} (step {first.step})")
-        state = loaded if member is None else jax.tree.map(
-            lambda all_, one, m=member: all_.at[m].set(one), state, loaded)
-    return state
+
+        def replace(own: TrainState) -> TrainState:
+            params = {**own.params, "model": _merged(jax.device_get(own.params["model"]),
+                                                     jax.device_get(first.state.params["model"]), fresh, init_from)}
+            return own.replace(params=params, batch_stats=jax.device_get(first.state.batch_stats))
+
+        return replace
+
+    return _start_members(state, trainer, start)
 
 
 def start_from_pretrained(state: TrainState, trainer: Trainer, *, say: Callable[[str], None]
@@ -142,22 +160,23 @@ def start_from_pretrained(state: TrainState, trainer: Trainer, *, say: Callable[
       FileNotFoundError: a missing file, with where torchvision publishes the weights.
     """
     records = {}
-    members = [None] if trainer.members is None else list(range(trainer.members))
-    for member in members:
-        config = trainer.configs[member or 0]
+
+    def start(member: int | None, config: ml_collections.ConfigDict):
         if not config.model.pretrained:
-            continue
-        own = state if member is None else jax.tree.map(lambda leaf, m=member: leaf[m], state)
-        variables, provenance = load_torchvision_weights(
-            config.model.pretrained, {"params": jax.device_get(own.params["model"]),
-                                      "batch_stats": jax.device_get(own.batch_stats)},
-            keep_classifier=config.model.keep_classifier)
-        loaded = own.replace(params={**own.params, "model": variables["params"]}, batch_stats=variables["batch_stats"])
-        loaded = loaded.replace(opt_state=trainer.optimizer.init(loaded.params))
-        classifier = "kept" if config.model.keep_classifier else "re-initialised"
-        say(f"model: {provenance.architecture} weights from {provenance.path} (sha256 {provenance.sha256[:16]}), "
-            f"{len(provenance.loaded)} tensors loaded, classifier {classifier}")
-        records[member] = dataclasses.asdict(provenance)
-        state = loaded if member is None else jax.tree.map(
-            lambda all_, one, m=member: all_.at[m].set(one), state, loaded)
-    return state, records
+            return None
+
+        def replace(own: TrainState) -> TrainState:
+            variables, provenance = load_torchvision_weights(
+                config.model.pretrained, {"params": jax.device_get(own.params["model"]),
+                                          "batch_stats": jax.device_get(own.batch_stats)},
+                keep_classifier=config.model.keep_classifier)
+            classifier = "kept" if config.model.keep_classifier else "re-initialised"
+            say(f"model: {provenance.architecture} weights from {provenance.path} (sha256 "
+                f"{provenance.sha256[:16]}), {len(provenance.loaded)} tensors loaded, classifier {classifier}")
+            records[member] = dataclasses.asdict(provenance)
+            return own.replace(params={**own.params, "model": variables["params"]},
+                               batch_stats=variables["batch_stats"])
+
+        return replace
+
+    return _start_members(state, trainer, start), records

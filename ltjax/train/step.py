@@ -104,10 +104,9 @@ def make_train_step(model, optimizer: optax.GradientTransformationExtraArgs, obj
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array, schedule: EpochInputs,
                    mask: jax.Array) -> TrainState:
         views = [(images, labels, mask)]
-        if partners:
+        if partners:  # this shard's examples, then their partners
             half = images.shape[0] // 2
-            views = [(x[:half], y[:half], m[:half]) for x, y, m in views] + [
-                (images[half:], labels[half:], mask[half:])]
+            views = [(images[:half], labels[:half], mask[:half]), (images[half:], labels[half:], mask[half:])]
         shard = views[0][0].shape[0]
         first = jax.lax.axis_index(AXIS) * shard
         offsets = [first, first + shard * jax.lax.psum(1, AXIS)]  # the partners follow the global batch
